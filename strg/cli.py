@@ -1,0 +1,64 @@
+"""The ``strg`` command line.
+
+Each sub-command lives in its own module that exposes two functions:
+
+* ``add_arguments(parser)``: fill an ``argparse.ArgumentParser`` with the command's options;
+* ``run(args) -> int``: do the work and return the exit code.
+
+The table below maps command names to those modules; modules are imported only when their
+command runs, so ``strg info`` does not pay for the data stack and vice versa.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from strg.errors import StrgError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("strg.commands.info", "parameter count and GMACs of a model variant"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from strg import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="strg", description="Space-time region graphs for action recognition (Wang & Gupta, ECCV 2018)."
+    )
+    parser.add_argument("--version", action="version", version=f"strg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # Options are added lazily (see main) so that `strg --help` stays fast.
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        args = parser.parse_args(argv)  # prints help / version / the error for unknown commands
+        parser.print_help()
+        return 0 if not argv else 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    sub = argparse.ArgumentParser(prog=f"strg {name}", description=COMMANDS[name][1])
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except StrgError as e:
+        print(f"strg {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"strg {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``strg`` command line (see strg/cli.py)."""
