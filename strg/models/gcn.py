@@ -1,0 +1,135 @@
+"""Graph convolutions on the space-time region graph (paper section 5).
+
+One layer (Eq. 4, 7, 8):   Z = sum_i G_i X W_i + X,   then LayerNorm, then ReLU.
+
+* The similarity branch (:class:`SimilarityGCN`) uses G_sim alone (Eq. 7); the spatial-temporal
+  branch (:class:`SpatialTemporalGCN`) uses G_front and G_back with separate weights (Eq. 8). The
+  two run separately for L layers and their final node features are summed (section 5, "Combining
+  Multiple Graphs": one fused branch over the three graphs hurt accuracy).
+* First layer: X = g(X), a learned linear map (Eq. 5-6), while that layer's G_sim is computed
+  from the features before g. We apply g at the start of both branches (each its own g).
+* Init (section 6.1): phi, phi', g ~ N(0, 0.01); graph-conv weights W = 0 (so each layer starts
+  as LayerNorm + ReLU of its input, and phi, phi' receive gradients once W has moved).
+* Open choice (REFERENCE.md): ``sim_per_layer=False`` (default) computes G_sim once, from the
+  region features before g, and uses it in all L layers; this reading of section 5 ("G_sim is
+  still computed based on the features before applying g") also gives the GMAC count closest
+  to the paper's 158 (159.9 vs 161.4). ``True`` gives every layer its own phi, phi' and G_sim
+  computed from that layer's input, like a stack of non-local blocks.
+* phi(x) = w x and phi'(x) = w' x have no bias (Eq. 1); g has a bias (zero at init), being a
+  convolution in Eq. 5.
+
+Padded nodes (``mask`` False) are zeroed after every layer, and have zero rows and columns in the
+graphs, so they neither send nor receive messages.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from strg.models.graphs import frame_pair_graphs, frame_pair_messages, similarity_graph
+
+
+def _normal_linear(dim: int, bias: bool) -> nn.Linear:
+    layer = nn.Linear(dim, dim, bias=bias)
+    nn.init.normal_(layer.weight, std=0.01)
+    if bias:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _zero_linear(dim: int) -> nn.Linear:
+    layer = nn.Linear(dim, dim, bias=False)  # W of Eq. 4: a d x d matrix
+    nn.init.zeros_(layer.weight)
+    return layer
+
+
+class SimilarityGCN(nn.Module):
+    """L graph-conv layers on G_sim (Eq. 1-2, 7).
+
+    x (Tensor[B, N, d]), mask (Tensor[B, N] bool) -> Tensor[B, N, d].
+    """
+
+    def __init__(self, dim: int, *, num_layers: int = 3, sim_per_layer: bool = False):
+        super().__init__()
+        self.sim_per_layer = sim_per_layer
+        num_graphs = num_layers if sim_per_layer else 1
+        self.phi = nn.ModuleList(_normal_linear(dim, bias=False) for _ in range(num_graphs))
+        self.phi_prime = nn.ModuleList(_normal_linear(dim, bias=False) for _ in range(num_graphs))
+        self.g = _normal_linear(dim, bias=True)
+        self.weights = nn.ModuleList(_zero_linear(dim) for _ in range(num_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_layers))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        keep = mask[..., None].to(x.dtype)
+        graph = None
+        for layer, (w, norm) in enumerate(zip(self.weights, self.norms)):
+            if layer == 0 or self.sim_per_layer:
+                i = layer if self.sim_per_layer else 0
+                graph = similarity_graph(self.phi[i](x), self.phi_prime[i](x), mask)  # (B, N, N)
+            if layer == 0:
+                x = self.g(x)  # X = g(X); G_sim above saw the features before g (section 5)
+            z = graph @ w(x) + x  # Eq. 7: G X W + X
+            x = torch.relu(norm(z)) * keep
+        return x
+
+
+class SpatialTemporalGCN(nn.Module):
+    """L graph-conv layers on G_front and G_back, weights not shared (Eq. 3, 8).
+
+    x (Tensor[B, T, K, d]), boxes (Tensor[B, T, K, 4]), mask (Tensor[B, T, K] bool)
+    -> Tensor[B, T, K, d].
+    """
+
+    def __init__(self, dim: int, *, num_layers: int = 3):
+        super().__init__()
+        self.g = _normal_linear(dim, bias=True)
+        self.w_front = nn.ModuleList(_zero_linear(dim) for _ in range(num_layers))
+        self.w_back = nn.ModuleList(_zero_linear(dim) for _ in range(num_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_layers))
+
+    def forward(self, x: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:
+        keep = mask[..., None].to(x.dtype)
+        front, back = frame_pair_graphs(boxes.float(), mask)  # (B, T-1, K, K) each
+        front, back = front.to(x.dtype), back.to(x.dtype)
+        x = self.g(x)
+        for w_front, w_back, norm in zip(self.w_front, self.w_back, self.norms):
+            z = frame_pair_messages(front, back, w_front(x), w_back(x)) + x  # Eq. 8
+            x = torch.relu(norm(z)) * keep
+        return x
+
+
+class RegionGraphHead(nn.Module):
+    """Region nodes -> GCN branches -> mean over real nodes (paper Fig. 2, section 5).
+
+    Args:
+        dim: node feature size d (512 in the paper).
+        graphs: which branches: ``("sim", "st")`` Joint GCN, ``("sim",)``, ``("st",)``, or ``()``
+            for the Proposal + AvgPool row of Table 2a (region features averaged, no GCN).
+        num_layers: L (3 in the paper).
+        sim_per_layer: see the module docstring.
+
+    forward: nodes (Tensor[B, T, K, d]), boxes (Tensor[B, T, K, 4]), mask (Tensor[B, T, K] bool)
+    -> Tensor[B, d], the mean of the output node features over the real nodes (0 without any).
+    """
+
+    def __init__(self, dim: int, *, graphs: tuple[str, ...] = ("sim", "st"), num_layers: int = 3, sim_per_layer: bool = False):
+        super().__init__()
+        unknown = set(graphs) - {"sim", "st"}
+        if unknown:
+            raise ValueError(f"unknown graph branch(es) {sorted(unknown)}; use 'sim' and/or 'st'")
+        self.graphs = tuple(graphs)
+        self.sim = SimilarityGCN(dim, num_layers=num_layers, sim_per_layer=sim_per_layer) if "sim" in graphs else None
+        self.st = SpatialTemporalGCN(dim, num_layers=num_layers) if "st" in graphs else None
+
+    def forward(self, nodes: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:
+        b, t, k, d = nodes.shape
+        out = nodes
+        if self.graphs:
+            out = torch.zeros_like(nodes)
+            if self.sim is not None:  # all T * K nodes of the video in one graph
+                out = out + self.sim(nodes.reshape(b, t * k, d), mask.reshape(b, t * k)).reshape(b, t, k, d)
+            if self.st is not None:
+                out = out + self.st(nodes, boxes, mask)  # the two branches fused by summation
+        count = mask.sum(dim=(1, 2)).clamp(min=1).to(out.dtype)  # (B,)
+        return (out * mask[..., None].to(out.dtype)).sum(dim=(1, 2)) / count[:, None]  # (B, d)

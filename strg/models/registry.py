@@ -1,0 +1,95 @@
+"""Every row of the paper's Tables 2-4 as a named variant.
+
+Names: ``[nl_]<head>_<depth>``
+
+* ``<head>``: ``i3d`` (the baseline), ``proposal_avgpool`` (Table 2a "Proposal+AvgPool"),
+  ``st_gcn`` (spatial-temporal graph only), ``sim_gcn`` (similarity graph only), ``joint_gcn``
+  (both, two branches summed);
+* ``nl_``: the backbone carries non-local blocks (Table 2b, 3, 4 "NL");
+* ``<depth>``: ``r50`` or ``r101``.
+
+For example ``joint_gcn_r50`` (Table 2a, 36.2 mAP on Charades) or ``nl_joint_gcn_r101``
+(Table 3, 39.7).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from strg.models.backbone import i3d_resnet
+from strg.models.gcn import RegionGraphHead
+from strg.models.strg import STRG
+
+# head -> graph branches (None: no region head at all)
+HEADS: dict[str, tuple[str, ...] | None] = {
+    "i3d": None,
+    "proposal_avgpool": (),
+    "st_gcn": ("st",),
+    "sim_gcn": ("sim",),
+    "joint_gcn": ("sim", "st"),
+}
+DEPTHS = {"r50": 50, "r101": 101}
+_NAME = re.compile(r"^(nl_)?(" + "|".join(HEADS) + r")_(" + "|".join(DEPTHS) + r")$")
+
+
+def list_models() -> list[str]:
+    """All variant names, baseline first."""
+    return [f"{nl}{head}_{depth}" for depth in DEPTHS for nl in ("", "nl_") for head in HEADS]
+
+
+def parse_name(name: str) -> tuple[bool, str, int]:
+    """``"nl_joint_gcn_r50"`` -> (nonlocal, head, depth) = (True, "joint_gcn", 50)."""
+    m = _NAME.match(name)
+    if m is None:
+        raise ValueError(f"unknown model variant {name!r}; choose one of: {', '.join(list_models())}")
+    return m.group(1) is not None, m.group(2), DEPTHS[m.group(3)]
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int,
+    width: int = 64,
+    stage_blocks: Sequence[int] | None = None,
+    dim: int = 512,
+    pool2_kernel: int = 3,
+    temporal_strides: Sequence[int] | None = None,
+    frozen_bn: bool = True,
+    gcn_layers: int = 3,
+    sim_per_layer: bool = False,
+    dropout: float = 0.3,
+    in_channels: int = 3,
+) -> STRG:
+    """Build a variant by name (see the module docstring) with the paper's settings by default.
+
+    Args:
+        name: variant name, e.g. ``"joint_gcn_r50"``.
+        num_classes: 157 for Charades, 174 for Something-Something.
+        width: res2 bottleneck width (64 in the paper; e.g. 8 for tests and the CPU demo).
+        stage_blocks: blocks per stage (default (3, 4, 6, 3) for R50, (3, 4, 23, 3) for R101).
+        dim: d, node feature size after the 2048 -> d reduction (512).
+        pool2_kernel: 3 (paper Table 1) or 2 (Caffe2 / PySlowFast).
+        temporal_strides: (conv1, pool1, pool2) temporal strides; default (1, 1, 2) for R50
+            (32 -> 16 frames) and (2, 2, 2) for R101 (128 -> 16 frames).
+        frozen_bn: frozen BatchNorm (paper section 6.1).
+        gcn_layers: L (3).
+        sim_per_layer: every GCN layer computes its own G_sim with its own phi, phi' (True), or
+            G_sim is computed once from the region features and used by all L layers (False,
+            the default: the paper's 158 GMAC is closer to this count; see README).
+        dropout: before the classifier (0.3).
+        in_channels: input channels (3).
+    """
+    nonlocal_, head, depth = parse_name(name)
+    backbone = i3d_resnet(
+        depth, width=width, stage_blocks=stage_blocks, nonlocal_=nonlocal_, pool2_kernel=pool2_kernel,
+        temporal_strides=tuple(temporal_strides) if temporal_strides is not None else None,
+        frozen_bn=frozen_bn, in_channels=in_channels,
+    )
+    graphs = HEADS[head]
+    graph_head = None
+    if graphs is not None:
+        graph_head = RegionGraphHead(dim, graphs=graphs, num_layers=gcn_layers, sim_per_layer=sim_per_layer)
+    model = STRG(backbone, num_classes=num_classes, graph_head=graph_head, dim=dim, dropout=dropout)
+    model.variant = name
+    return model

@@ -1,0 +1,92 @@
+"""The full model: I3D backbone -> region features -> graph head -> classifier (paper Fig. 2).
+
+* ``i3d`` baseline (Table 2a row 1): global average pool of the 2048-d res5 output, dropout,
+  linear classifier. No reduction conv: the paper adds the 1x1x1 2048 -> 512 conv "on top of the
+  I3D baseline model" for the graph (section 6.1), and the 153 GMAC of the baseline (section
+  6.2) is met without it.
+* Region variants: a 1x1x1 conv reduces 2048 -> d = 512 (section 6.1); RoIAlign 7x7 + max-pool
+  on the reduced map gives the node features (section 3); the graph head averages the output
+  node features over the real nodes (d); the reduced map is average-pooled (d); both are
+  concatenated (2d), then dropout 0.3 ("on the last global pooling layer") and the classifier.
+
+Forward: clips (Tensor[B, 3, T, H, W]), boxes (Tensor[B, T_b, K, 4] in input pixels, T_b = T or
+the number of feature frames), box_mask (Tensor[B, T_b, K] bool) -> logits (Tensor[B, C]).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from strg.models.backbone import ResNet3d
+from strg.models.gcn import RegionGraphHead
+from strg.models.region import boxes_to_feature_frames, region_features
+
+
+class STRG(nn.Module):
+    """Space-time region graph model.
+
+    Args:
+        backbone: the video backbone; ``out_channels`` and ``spatial_stride`` attributes are used.
+        num_classes: classifier outputs.
+        graph_head: None for the I3D baseline; else a :class:`RegionGraphHead`.
+        dim: d, the reduced channel number (graph variants only).
+        dropout: dropout before the classifier (0.3 in the paper).
+    """
+
+    def __init__(
+        self,
+        backbone: ResNet3d,
+        *,
+        num_classes: int,
+        graph_head: RegionGraphHead | None = None,
+        dim: int = 512,
+        dropout: float = 0.3,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.graph_head = graph_head
+        if graph_head is not None:
+            self.reduce = nn.Conv3d(backbone.out_channels, dim, 1)
+            feature_dim = 2 * dim
+        else:
+            self.reduce = None
+            feature_dim = backbone.out_channels
+        self.num_features = feature_dim
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(feature_dim, num_classes)
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
+
+    @property
+    def uses_boxes(self) -> bool:
+        return self.graph_head is not None
+
+    def forward_features(self, clips: Tensor, boxes: Tensor | None = None, box_mask: Tensor | None = None) -> Tensor:
+        """clips (Tensor[B, 3, T, H, W]) -> the pooled feature (Tensor[B, num_features])."""
+        x = self.backbone(clips)  # (B, 2048, T', H', W')
+        if self.graph_head is None:
+            return x.mean(dim=(2, 3, 4))  # (B, 2048)
+        x = self.reduce(x)  # (B, d, T', H', W')
+        video = x.mean(dim=(2, 3, 4))  # (B, d)
+        b, _, t_feat = x.shape[:3]
+        if boxes is None:  # no proposals: the graph part contributes nothing
+            return torch.cat([video, torch.zeros_like(video)], dim=1)
+        if box_mask is None:
+            box_mask = torch.ones(boxes.shape[:3], dtype=torch.bool, device=boxes.device)
+        if boxes.shape[0] != b or boxes.shape[-1] != 4 or box_mask.shape != boxes.shape[:3]:
+            raise ValueError(
+                f"boxes must be (B, T, K, 4) with box_mask (B, T, K) for B={b}; got "
+                f"{tuple(boxes.shape)} and {tuple(box_mask.shape)}"
+            )
+        boxes, box_mask = boxes_to_feature_frames(boxes, box_mask.bool(), t_feat)  # (B, T', K, 4)
+        nodes = region_features(x, boxes, box_mask, spatial_scale=1.0 / self.backbone.spatial_stride)  # (B, T', K, d)
+        graph = self.graph_head(nodes, boxes, box_mask)  # (B, d)
+        return torch.cat([video, graph], dim=1)  # (B, 2d)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """features (Tensor[B, num_features]) -> logits (Tensor[B, num_classes])."""
+        return self.classifier(self.dropout(features))
+
+    def forward(self, clips: Tensor, boxes: Tensor | None = None, box_mask: Tensor | None = None) -> Tensor:
+        return self.forward_head(self.forward_features(clips, boxes, box_mask))

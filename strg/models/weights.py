@@ -1,0 +1,121 @@
+"""Weights kept apart from model code: 2D -> 3D inflation of ImageNet ResNets (paper 4.1).
+
+A t x k x k kernel is inflated from a k x k kernel by repeating it t times along time and
+dividing by t (paper section 4.1; REFERENCE.md "Inflation"), so that a clip of identical frames
+gives the 2D network's response. The 3D backbone uses torchvision's key names, so keys map one
+to one; nothing is left at random init silently: a missing key, an unexpected key or a shape
+mismatch raises :class:`~strg.errors.CheckpointError` listing them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from strg.errors import CheckpointError
+
+# 2D keys that have no 3D counterpart and are dropped on purpose.
+_IGNORED_2D = ("fc.weight", "fc.bias")
+
+
+@dataclass
+class InflationReport:
+    """What :func:`inflate_resnet2d` did, key by key."""
+
+    loaded: list[str] = field(default_factory=list)  # 3D keys filled from the 2D weights
+    inflated: list[str] = field(default_factory=list)  # of those, conv kernels repeated over time
+    new: list[str] = field(default_factory=list)  # 3D keys with no 2D counterpart (non-local blocks)
+    ignored: list[str] = field(default_factory=list)  # 2D keys dropped (the ImageNet classifier)
+
+    def summary(self) -> str:
+        return (
+            f"inflated {len(self.loaded)} tensors ({len(self.inflated)} conv kernels repeated over time); "
+            f"{len(self.new)} new tensors left at their init (non-local blocks); "
+            f"ignored {', '.join(self.ignored) or 'nothing'}"
+        )
+
+
+def load_resnet2d_state_dict(source: str | os.PathLike, *, depth: int = 50) -> dict[str, Tensor]:
+    """A torchvision ResNet-50/101 state dict from a file, or ``"torchvision"`` for its weights.
+
+    ``"torchvision"`` downloads ImageNet weights (IMAGENET1K_V1) on first use and needs internet.
+    """
+    if str(source) == "torchvision":
+        import torchvision
+
+        builder = {50: torchvision.models.resnet50, 101: torchvision.models.resnet101}[depth]
+        try:
+            return builder(weights="IMAGENET1K_V1").state_dict()
+        except Exception as e:  # no network, proxy, ...
+            raise CheckpointError(
+                f"could not download torchvision's ImageNet ResNet-{depth} weights ({e}); download "
+                f"them on a machine with internet and pass the .pth file path instead"
+            ) from e
+    path = os.fspath(source)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({e})") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors (torchvision ResNet keys)")
+    return state
+
+
+def inflate_resnet2d(backbone: nn.Module, state_dict_2d: dict[str, Tensor], *, source: str = "2D weights") -> InflationReport:
+    """Fill a :class:`~strg.models.backbone.ResNet3d` from a torchvision 2D ResNet state dict.
+
+    Args:
+        backbone: the 3D backbone (``model.backbone``), modified in place.
+        state_dict_2d: torchvision ResNet keys (``conv1.weight``, ``layer1.0.conv1.weight``, ...).
+        source: a name for error messages (e.g. the file path).
+
+    Returns:
+        An :class:`InflationReport`. Raises :class:`CheckpointError` on any missing, unexpected
+        or mismatched key.
+    """
+    target = backbone.state_dict()
+    report = InflationReport()
+    new_state: dict[str, Tensor] = {}
+    missing, mismatched = [], []
+    for key, dst in target.items():
+        if ".nonlocal_block." in key:
+            report.new.append(key)
+            continue
+        src = state_dict_2d.get(key)
+        if src is None:
+            missing.append(key)
+            continue
+        if dst.dim() == 5 and src.dim() == 4:  # conv: (O, I, k, k) -> (O, I, t, k, k) / t
+            t = dst.shape[2]
+            if src.shape != dst.shape[:2] + dst.shape[3:]:
+                mismatched.append(f"{key}: 2D {tuple(src.shape)} vs 3D {tuple(dst.shape)}")
+                continue
+            new_state[key] = src.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
+            report.inflated.append(key)
+        elif src.shape == dst.shape:
+            new_state[key] = src.clone()
+        else:
+            mismatched.append(f"{key}: 2D {tuple(src.shape)} vs 3D {tuple(dst.shape)}")
+            continue
+        report.loaded.append(key)
+    used = set(report.loaded) | set(missing) | {k for k in state_dict_2d if k.endswith("num_batches_tracked")}
+    unexpected = [k for k in state_dict_2d if k not in used and k not in _IGNORED_2D and k not in target]
+    report.ignored = [k for k in _IGNORED_2D if k in state_dict_2d]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} backbone keys missing from the 2D weights: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches: {'; '.join(mismatched[:8])}{' ...' if len(mismatched) > 8 else ''}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected 2D keys: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+    if problems:
+        raise CheckpointError(f"{source}: cannot inflate into the 3D backbone: " + "; ".join(problems))
+    backbone.load_state_dict(new_state, strict=False)
+    return report
