@@ -369,3 +369,80 @@ def test_cli_info(capsys):
     assert out["variant"] == "joint_gcn_r50" and abs(out["gmac"] - 159.91) < 0.05
     assert main(["info", "joint_gcn_r34"]) == 2
     assert "unknown model variant" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- checkpoints of the field
+
+
+def _to_pyslowfast(state):
+    """Our backbone keys written the PySlowFast way (REFERENCE.md section 5), independently."""
+    out = {}
+    for key, v in state.items():
+        parts = key.split(".")
+        if parts[0] in ("conv1", "bn1"):
+            out[f"s1.pathway0_stem.{'conv' if parts[0] == 'conv1' else 'bn'}.{parts[1]}"] = v
+            continue
+        stage, block = int(parts[0][5:]) + 1, parts[1]
+        if parts[2] == "nonlocal_block":
+            name = {"theta": "conv_theta", "phi": "conv_phi", "g": "conv_g", "out": "conv_out", "bn": "bn"}[parts[3]]
+            out[f"s{stage}.pathway0_nonlocal{block}.{name}.{parts[4]}"] = v
+        elif parts[2] == "downsample":
+            out[f"s{stage}.pathway0_res{block}.branch1{'' if parts[3] == '0' else '_bn'}.{parts[4]}"] = v
+        else:
+            letter = "abc"[int(parts[2][-1]) - 1]
+            out[f"s{stage}.pathway0_res{block}.branch2.{letter}{'_bn' if parts[2].startswith('bn') else ''}.{parts[3]}"] = v
+    out["head.projection.weight"] = torch.zeros(400, 8)
+    return out
+
+
+def _to_mmaction(state):
+    out = {}
+    for key, v in state.items():
+        parts = key.split(".")
+        if parts[0] in ("conv1", "bn1"):
+            out[f"backbone.conv1.{'conv' if parts[0] == 'conv1' else 'bn'}.{parts[1]}"] = v
+        elif parts[2] == "nonlocal_block":
+            name = {"theta": "theta.conv", "phi": "phi.0.conv", "g": "g.0.conv", "out": "conv_out.conv", "bn": "conv_out.bn"}[parts[3]]
+            out[f"backbone.{parts[0]}.{parts[1]}.non_local_block.{name}.{parts[4]}"] = v
+        elif parts[2] == "downsample":
+            out[f"backbone.{parts[0]}.{parts[1]}.downsample.{'conv' if parts[3] == '0' else 'bn'}.{parts[4]}"] = v
+        else:
+            kind = "conv" if parts[2].startswith("conv") else "bn"
+            out[f"backbone.{parts[0]}.{parts[1]}.conv{parts[2][-1]}.{kind}.{parts[3]}"] = v
+    out["cls_head.fc_cls.weight"] = torch.zeros(400, 8)
+    return {"state_dict": out}
+
+
+@pytest.mark.parametrize("fmt,convert", [("pyslowfast", lambda s: {"model_state": _to_pyslowfast(s)}), ("mmaction2", _to_mmaction)])
+def test_load_field_checkpoints(tmp_path, fmt, convert):
+    from strg.models.weights import load_i3d_checkpoint
+
+    torch.manual_seed(0)
+    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True)
+    for p in src.state_dict().values():
+        p.normal_()
+    path = tmp_path / f"{fmt}.pth"
+    torch.save(convert(src.state_dict()), path)
+    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True)
+    detected, unused = load_i3d_checkpoint(dst, path)
+    assert detected == fmt and len(unused) == 1
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1))  # no non-local blocks: must refuse
+    with pytest.raises(CheckpointError, match="unexpected.*nonlocal"):
+        load_i3d_checkpoint(plain, path)
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pth"):
+        load_i3d_checkpoint(dst, bad)
+
+
+def test_build_model_inflates_from_file(tmp_path):
+    net2d = torchvision.models.resnet50()
+    path = tmp_path / "resnet50.pth"
+    torch.save(net2d.state_dict(), path)
+    model = build_model("joint_gcn_r50", num_classes=3, inflate_from=str(path))
+    w = model.backbone.layer1[0].conv1.weight  # temporal kernel 3
+    torch.testing.assert_close(w.sum(dim=2), net2d.layer1[0].conv1.weight)  # t copies of W / t
+    with pytest.raises(CheckpointError, match="no such weights file"):
+        build_model("i3d_r50", num_classes=3, inflate_from=str(tmp_path / "missing.pth"))

@@ -14,12 +14,16 @@ For example ``joint_gcn_r50`` (Table 2a, 36.2 mAP on Charades) or ``nl_joint_gcn
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Sequence
 
 from strg.models.backbone import i3d_resnet
 from strg.models.gcn import RegionGraphHead
 from strg.models.strg import STRG
+from strg.models.weights import inflate_resnet2d, load_i3d_checkpoint, load_resnet2d_state_dict
+
+logger = logging.getLogger(__name__)
 
 # head -> graph branches (None: no region head at all)
 HEADS: dict[str, tuple[str, ...] | None] = {
@@ -60,6 +64,8 @@ def build_model(
     sim_per_layer: bool = False,
     dropout: float = 0.3,
     in_channels: int = 3,
+    inflate_from: str | None = None,
+    backbone_checkpoint: str | None = None,
 ) -> STRG:
     """Build a variant by name (see the module docstring) with the paper's settings by default.
 
@@ -79,6 +85,10 @@ def build_model(
             the default: the paper's 158 GMAC is closer to this count; see README).
         dropout: before the classifier (0.3).
         in_channels: input channels (3).
+        inflate_from: initialise the backbone by inflating ImageNet 2D ResNet weights: a
+            torchvision ResNet state-dict file, or ``"torchvision"`` (downloads; needs internet).
+        backbone_checkpoint: initialise the backbone from a Kinetics-pretrained I3D checkpoint
+            (PySlowFast or mmaction2 format, or a strg checkpoint), see :mod:`strg.models.weights`.
     """
     nonlocal_, head, depth = parse_name(name)
     backbone = i3d_resnet(
@@ -86,6 +96,15 @@ def build_model(
         temporal_strides=tuple(temporal_strides) if temporal_strides is not None else None,
         frozen_bn=frozen_bn, in_channels=in_channels,
     )
+    if inflate_from is not None and backbone_checkpoint is not None:
+        raise ValueError("give inflate_from or backbone_checkpoint, not both")
+    if inflate_from is not None:
+        state = load_resnet2d_state_dict(inflate_from, depth=depth)
+        report = inflate_resnet2d(backbone, state, source=str(inflate_from))
+        logger.info("%s: %s", inflate_from, report.summary())
+    if backbone_checkpoint is not None:
+        fmt, unused = load_i3d_checkpoint(backbone, backbone_checkpoint)
+        logger.info("%s: loaded %s I3D backbone; not used: %s", backbone_checkpoint, fmt, ", ".join(unused) or "nothing")
     graphs = HEADS[head]
     graph_head = None
     if graphs is not None:

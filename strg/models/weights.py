@@ -10,6 +10,7 @@ mismatch raises :class:`~strg.errors.CheckpointError` listing them.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -119,3 +120,117 @@ def inflate_resnet2d(backbone: nn.Module, state_dict_2d: dict[str, Tensor], *, s
         raise CheckpointError(f"{source}: cannot inflate into the 3D backbone: " + "; ".join(problems))
     backbone.load_state_dict(new_state, strict=False)
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinetics-pretrained I3D checkpoints of the field (REFERENCE.md section 5)
+# ---------------------------------------------------------------------------------------------
+
+_PYSLOWFAST_STEM = re.compile(r"^s1\.pathway0_stem\.(conv|bn)\.(.+)$")
+_PYSLOWFAST_RES = re.compile(r"^s(\d)\.pathway0_res(\d+)\.(branch1|branch1_bn|branch2\.(a|b|c)(_bn)?)\.(.+)$")
+_PYSLOWFAST_NL = re.compile(r"^s(\d)\.pathway0_nonlocal(\d+)\.(conv_theta|conv_phi|conv_g|conv_out|bn)\.(.+)$")
+_MMACTION_STEM = re.compile(r"^backbone\.conv1\.(conv|bn)\.(.+)$")
+_MMACTION_RES = re.compile(r"^backbone\.layer(\d)\.(\d+)\.(conv[123]|downsample)\.(conv|bn)\.(.+)$")
+_MMACTION_NL = re.compile(r"^backbone\.layer(\d)\.(\d+)\.non_local_block\.(theta\.conv|phi\.0\.conv|phi\.conv|g\.0\.conv|g\.conv|conv_out\.conv|conv_out\.bn)\.(.+)$")
+_NL_NAMES = {"conv_theta": "theta", "conv_phi": "phi", "conv_g": "g", "conv_out": "out", "bn": "bn",
+             "theta.conv": "theta", "phi.0.conv": "phi", "phi.conv": "phi", "g.0.conv": "g", "g.conv": "g",
+             "conv_out.conv": "out", "conv_out.bn": "bn"}
+
+
+def _pyslowfast_key(key: str) -> str | None:
+    if m := _PYSLOWFAST_STEM.match(key):
+        return f"{'conv1' if m.group(1) == 'conv' else 'bn1'}.{m.group(2)}"
+    if m := _PYSLOWFAST_RES.match(key):
+        stage, block, part, abc, bn, rest = m.groups()
+        layer = f"layer{int(stage) - 1}.{block}"
+        if part == "branch1":
+            return f"{layer}.downsample.0.{rest}"
+        if part == "branch1_bn":
+            return f"{layer}.downsample.1.{rest}"
+        idx = "abc".index(abc) + 1
+        return f"{layer}.{'bn' if bn else 'conv'}{idx}.{rest}"
+    if m := _PYSLOWFAST_NL.match(key):
+        stage, block, part, rest = m.groups()
+        return f"layer{int(stage) - 1}.{block}.nonlocal_block.{_NL_NAMES[part]}.{rest}"
+    return None
+
+
+def _mmaction_key(key: str) -> str | None:
+    if m := _MMACTION_STEM.match(key):
+        return f"{'conv1' if m.group(1) == 'conv' else 'bn1'}.{m.group(2)}"
+    if m := _MMACTION_NL.match(key):
+        layer, block, part, rest = m.groups()
+        return f"layer{layer}.{block}.nonlocal_block.{_NL_NAMES[part]}.{rest}"
+    if m := _MMACTION_RES.match(key):
+        layer, block, part, kind, rest = m.groups()
+        if part == "downsample":
+            return f"layer{layer}.{block}.downsample.{0 if kind == 'conv' else 1}.{rest}"
+        idx = part[-1]
+        return f"layer{layer}.{block}.{'conv' if kind == 'conv' else 'bn'}{idx}.{rest}"
+    return None
+
+
+def convert_i3d_checkpoint(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str, list[str]]:
+    """Rename a PySlowFast or mmaction2 I3D ResNet state dict to strg backbone keys.
+
+    Returns (backbone state dict, detected format, keys not used: heads, counters).
+    """
+    if any(k.startswith("s1.pathway0_stem.") for k in state):
+        fmt, rename = "pyslowfast", _pyslowfast_key
+    elif any(k.startswith("backbone.conv1.") for k in state):
+        fmt, rename = "mmaction2", _mmaction_key
+    elif any(k.startswith("layer1.0.conv1.") for k in state):
+        fmt, rename = "strg", lambda k: k
+    else:
+        raise CheckpointError(
+            "unrecognised checkpoint keys (expected PySlowFast 's1.pathway0_stem.*', mmaction2 "
+            f"'backbone.conv1.*' or strg 'layer1.0.conv1.*'); first keys: {', '.join(list(state)[:5])}"
+        )
+    out, unused = {}, []
+    for key, value in state.items():
+        new = rename(key)
+        if new is None or key.endswith("num_batches_tracked"):
+            unused.append(key)
+        else:
+            out[new] = value
+    return out, fmt, unused
+
+
+def load_i3d_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> tuple[str, list[str]]:
+    """Load a Kinetics-pretrained I3D ResNet (PySlowFast .pyth or mmaction2 .pth) into ``backbone``.
+
+    The backbone must have the same architecture (depth, temporal-kernel pattern, non-local
+    positions): every backbone key must be present with the same shape, or
+    :class:`CheckpointError` lists the differences. Caffe2 .pkl files (video-nonlocal-net) are not
+    supported: convert them with PySlowFast's converter first.
+
+    Returns (detected format, checkpoint keys not used, e.g. the classifier head).
+    """
+    path = os.fspath(path)
+    if path.endswith(".pkl"):
+        raise CheckpointError(f"{path}: Caffe2 .pkl checkpoints are not supported; convert it to PySlowFast format first")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
+    for key in ("model_state", "state_dict", "model"):  # PySlowFast, mmaction2, strg
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+            ckpt = ckpt[key]
+            break
+    state, fmt, unused = convert_i3d_checkpoint(ckpt)
+    if fmt == "strg":
+        state = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in state.items()}
+    target = backbone.state_dict()
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in target]
+    mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in target.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"{path} ({fmt}) does not fit this backbone: {len(missing)} missing ({', '.join(missing[:5])}), "
+            f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])}), {len(mismatched)} shape "
+            f"mismatches ({'; '.join(mismatched[:5])})"
+        )
+    backbone.load_state_dict(state, strict=False)  # strict apart from BN counters (checked above)
+    return fmt, unused
