@@ -20,6 +20,12 @@ from strg.errors import StrgError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("strg.commands.info", "parameter count and GMACs of a model variant"),
+    "train": ("strg.commands.train", "train a model from a YAML config (torchrun for several GPUs)"),
+    "eval": ("strg.commands.eval", "evaluate a checkpoint: multi-clip mAP or top-1/top-5, predictions file"),
+    "charades-eval": ("strg.commands.charades_eval", "score a Charades submission file like the official script"),
+    "proposals": ("strg.commands.proposals", "region proposals: run the COCO RPN over videos, or import Something-Else boxes"),
+    "synth": ("strg.commands.synth", "write a synthetic relational-action dataset (Something-Something v2 / Charades format)"),
+    "demo": ("strg.commands.demo", "generate synthetic data, train and compare I3D and the graph variants on the CPU"),
 }
 
 

@@ -446,3 +446,13 @@ def test_build_model_inflates_from_file(tmp_path):
     torch.testing.assert_close(w.sum(dim=2), net2d.layer1[0].conv1.weight)  # t copies of W / t
     with pytest.raises(CheckpointError, match="no such weights file"):
         build_model("i3d_r50", num_classes=3, inflate_from=str(tmp_path / "missing.pth"))
+
+
+def test_bfloat16_autocast_finite():
+    torch.manual_seed(0)
+    model = build_model("nl_joint_gcn_r50", num_classes=4, **TINY).eval()
+    clips, boxes, mask = tiny_inputs()
+    mask[1] = False
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(clips, boxes, mask)
+    assert out.shape == (2, 4) and torch.isfinite(out.float()).all()

@@ -1,0 +1,124 @@
+"""Forward + backward time of the I3D baseline and of Joint GCN at the paper configuration.
+
+    python benchmarks/bench_model.py                     # CPU, batch 1, 32x224x224, 50 boxes/frame
+    python benchmarks/bench_model.py --device cuda --batch 8 --dtype bfloat16
+
+Both models are timed in the same run, interleaved, and the graph part (reduction conv, RoIAlign,
+graph building, GCN, head) is also timed on its own on a cached backbone output, so that its
+cost relative to the backbone does not drown in the noise of two large totals. The paper: +3%
+FLOPs and "barely any" time difference; our goal: the graph part costs at most 5% of the
+backbone's time. Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from strg.models import build_model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn, device, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--boxes", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    repeats = 2 if args.quick else args.repeats
+    dtype = getattr(torch, args.dtype)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    torch.manual_seed(0)
+
+    b, t, k, s = args.batch, args.frames, args.boxes, args.size
+    clips = torch.randn(b, 3, t, s, s, device=device)
+    xy = torch.rand(b, t, k, 2, device=device) * s * 0.7
+    boxes = torch.cat([xy, xy + torch.rand(b, t, k, 2, device=device) * s * 0.3 + 8], dim=-1)
+    mask = torch.ones(b, t, k, dtype=torch.bool, device=device)
+    target = torch.randint(0, 157, (b,), device=device)
+
+    models = {name: build_model(name, num_classes=157).to(device).train() for name in ("i3d_r50", "joint_gcn_r50")}
+    joint = models["joint_gcn_r50"]
+
+    def step(model):
+        def run():
+            with autocast:
+                loss = torch.nn.functional.cross_entropy(model(clips, boxes, mask), target)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+        return run
+
+    with torch.no_grad(), autocast:
+        cached = joint.backbone(clips).detach()
+
+    def graph_part():
+        feats = cached.clone().requires_grad_(True)
+        with autocast:
+            x = joint.reduce(feats)
+            video = x.mean(dim=(2, 3, 4))
+            from strg.models.region import boxes_to_feature_frames, region_features
+
+            bx, mk = boxes_to_feature_frames(boxes, mask, x.shape[2])
+            nodes = region_features(x, bx, mk, spatial_scale=1 / 16)
+            out = joint.forward_head(torch.cat([video, joint.graph_head(nodes, bx, mk)], dim=1))
+            loss = torch.nn.functional.cross_entropy(out, target)
+        loss.backward()
+        joint.zero_grad(set_to_none=True)
+
+    def backbone_only():
+        with autocast:
+            out = joint.backbone(clips)
+        out.float().mean().backward()
+        joint.zero_grad(set_to_none=True)
+
+    # warm-up
+    for fn in (step(models["i3d_r50"]), step(joint), graph_part, backbone_only):
+        fn()
+    results: dict[str, list[float]] = {"i3d_r50": [], "joint_gcn_r50": [], "graph_part": [], "backbone": []}
+    for _ in range(repeats):  # interleaved, so drifts in machine load hit all alike
+        results["i3d_r50"] += _time(step(models["i3d_r50"]), device, 1)
+        results["joint_gcn_r50"] += _time(step(joint), device, 1)
+        results["backbone"] += _time(backbone_only, device, 1)
+        results["graph_part"] += _time(graph_part, device, 1)
+    med = {key: statistics.median(v) for key, v in results.items()}
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    print(f"forward+backward, batch {b}, {t}x{s}x{s}, {k} boxes/frame, {args.dtype}, {machine}")
+    for key, value in med.items():
+        print(f"  {key:15s} {value * 1000:10.1f} ms (median of {repeats})")
+    ratio = med["joint_gcn_r50"] / med["i3d_r50"]
+    head_share = med["graph_part"] / med["backbone"]
+    print(f"  joint / i3d time ratio        {ratio:.3f}")
+    print(f"  graph part / backbone time    {100 * head_share:.1f}%")
+    print(json.dumps({"bench": "model", "device": machine, "batch": b, "frames": t, "size": s, "boxes": k,
+                      "dtype": args.dtype, **{f"{k}_ms": round(v * 1000, 2) for k, v in med.items()},
+                      "ratio_joint_over_i3d": round(ratio, 4), "graph_share_of_backbone": round(head_share, 4)}))
+
+
+if __name__ == "__main__":
+    main()

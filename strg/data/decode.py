@@ -1,0 +1,423 @@
+"""Frame sources: video files (PyAV, or TorchCodec when it works here) and JPEG frame folders.
+
+One small interface for all of them::
+
+    src = open_video(path)               # file -> PyAV / TorchCodec, folder -> frame folder
+    src.num_frames, src.fps, src.height, src.width
+    frames = src.get_frames([0, 4, 8])   # uint8 Tensor[N, H, W, 3], RGB, exact frame indices
+    src.close()                          # or `with open_video(path) as src:`
+
+Frame ``i`` is the ``i``-th frame in presentation order (0-based), whatever the container says
+about timestamps. Errors (missing path, unreadable or truncated file, no frames, index out of
+range) raise :class:`strg.errors.DataError` naming the file.
+
+Decoding notes (REFERENCE.md section 4):
+
+* torchvision's video readers are gone from current releases; PyAV wheels carry FFmpeg with
+  H.264 and VP9, so it is the default. TorchCodec needs FFmpeg libraries from the system; it is
+  used only when ``torchcodec.decoders`` imports *and* loads its FFmpeg core.
+* Exact indices with PyAV: on opening, the container is demuxed once (packets only, no decoding)
+  to list every frame's timestamp and keyframe flag, the equivalent of TorchCodec's
+  ``seek_mode="exact"``. This also counts frames in containers that do not store a count (WebM).
+  A seek lands on the keyframe at or before the wanted frame; we decode forward from there until
+  the wanted timestamp, and seek again only when the next wanted frame lies behind the decoder
+  or beyond a later keyframe.
+* Threads: FFmpeg gets ``threads`` decoding threads, default 1, so N DataLoader workers use N
+  cores rather than N x cores. More than one thread uses slice threading, never ``"AUTO"``/frame
+  threading, which can deadlock when decoding stops before the end of the stream.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from strg.errors import DataError
+
+#: Frame rate assumed for frame folders when none is given: the Charades RGB frames are 24 fps
+#: (REFERENCE.md section 3). Something-Something v1 folders are 12 fps: pass ``fps=12``.
+DEFAULT_FOLDER_FPS = 24.0
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+__all__ = [
+    "DEFAULT_FOLDER_FPS",
+    "FrameFolderSource",
+    "FrameSource",
+    "PyAVSource",
+    "TorchCodecSource",
+    "open_video",
+    "torchcodec_available",
+]
+
+
+class FrameSource(ABC):
+    """A video as a random-access sequence of RGB frames.
+
+    Attributes:
+        path (str): the file or folder.
+        num_frames (int): number of frames (> 0).
+        fps (float): frames per second (frame ``i`` starts at ``i / fps`` seconds).
+        height, width (int): frame size in pixels.
+    """
+
+    path: str
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+    def get_frames(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Frames at ``indices`` (any order, repeats allowed) as uint8 Tensor[N, H, W, 3]."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            return torch.empty(0, self.height, self.width, 3, dtype=torch.uint8)
+        bad = idx[(idx < 0) | (idx >= self.num_frames)]
+        if bad.size:
+            raise DataError(f"{self.path}: frame index {int(bad[0])} out of range (video has {self.num_frames} frames)")
+        if idx.size == 1 or (np.diff(idx) > 0).all():
+            return self._decode_sorted(idx)  # already increasing: no reordering copy
+        unique, inverse = np.unique(idx, return_inverse=True)  # decode each frame once, in order
+        frames = self._decode_sorted(unique)  # (U, H, W, 3)
+        return frames[torch.from_numpy(inverse.reshape(-1))]
+
+    @abstractmethod
+    def _decode_sorted(self, indices: np.ndarray) -> torch.Tensor:
+        """Frames at strictly increasing ``indices`` (in range) as uint8 Tensor[U, H, W, 3]."""
+
+    def close(self) -> None:  # noqa: B027 - optional for sources without open handles
+        """Release file handles (idempotent)."""
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.path!r}, num_frames={self.num_frames}, fps={self.fps:g}, "
+            f"size={self.height}x{self.width})"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# PyAV
+
+
+class PyAVSource(FrameSource):
+    """A video file decoded with PyAV (FFmpeg bundled in the wheel), exact frame indices.
+
+    Args:
+        path: the video file.
+        threads: FFmpeg decoding threads (default 1: one per DataLoader worker).
+    """
+
+    def __init__(self, path: str, *, threads: int = 1) -> None:
+        import av  # imported here so that `import strg.data` stays light
+
+        self.path = str(path)
+        self._av = av
+        if not os.path.isfile(self.path):
+            raise DataError(f"{self.path}: video file not found")
+        try:
+            self._container = av.open(self.path, mode="r")
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{self.path}: cannot open video ({e})") from e
+        try:
+            if not self._container.streams.video:
+                raise DataError(f"{self.path}: video has zero frames (no video stream)")
+            self._stream = self._container.streams.video[0]
+            ctx = self._stream.codec_context
+            ctx.thread_count = max(1, int(threads))
+            ctx.thread_type = "SLICE" if threads > 1 else "NONE"  # never AUTO/FRAME (module doc)
+            self.height, self.width = int(ctx.height), int(ctx.width)
+            self._pts, self._key = self._scan()
+            self.num_frames = len(self._pts)
+            if self.num_frames == 0:
+                raise DataError(f"{self.path}: video has zero frames")
+            if self.height <= 0 or self.width <= 0:
+                raise DataError(f"{self.path}: video stream has no frame size")
+            self.fps = self._frame_rate()
+            self._check_complete()
+        except BaseException:
+            self.close()
+            raise
+        self._next = 0  # index of the frame the decoder would return next (after a seek: unknown)
+        self._frames_iter = None
+
+    def _scan(self) -> tuple[np.ndarray, np.ndarray]:
+        """Timestamps (sorted = presentation order) and keyframe flags of all frames, by demuxing."""
+        pts, key = [], []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0:  # the flush packet at the end of the stream
+                    continue
+                t = packet.pts if packet.pts is not None else packet.dts
+                if t is None:
+                    raise DataError(f"{self.path}: packet without timestamp; cannot index frames exactly")
+                pts.append(t)
+                key.append(packet.is_keyframe)
+        except self._av.error.FFmpegError as e:
+            raise DataError(f"{self.path}: unreadable or truncated video ({e})") from e
+        pts_a = np.asarray(pts, dtype=np.int64)
+        key_a = np.asarray(key, dtype=bool)
+        order = np.argsort(pts_a, kind="stable")
+        pts_a, key_a = pts_a[order], key_a[order]
+        if pts_a.size and not key_a[0]:
+            key_a[0] = True  # decoding always starts at the first packet
+        self._container.seek(0)  # rewind for decoding
+        return pts_a, key_a
+
+    def _frame_rate(self) -> float:
+        rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
+        if rate and float(rate) > 0:
+            return float(rate)
+        if self.num_frames > 1:  # from the timestamps
+            span = float((self._pts[-1] - self._pts[0]) * self._stream.time_base)
+            if span > 0:
+                return (self.num_frames - 1) / span
+        raise DataError(f"{self.path}: cannot determine the frame rate")
+
+    def _check_complete(self) -> None:
+        """Raise DataError when the packets end well before the duration the container declares.
+
+        A cut-off WebM still demuxes without error, only with fewer frames; comparing with the
+        header's duration (of the video stream, or of the container when it holds nothing else)
+        catches it. Allowed slack: 10% of the duration plus two frames.
+        """
+        tb = self._stream.time_base
+        declared = None
+        if self._stream.duration and tb:
+            declared = float(self._stream.duration * tb)
+        elif self._container.duration and len(self._container.streams) == 1:
+            declared = self._container.duration / 1e6  # AV_TIME_BASE units
+        if not declared or not tb:
+            return
+        indexed = float((self._pts[-1] - self._pts[0]) * tb) + 1.0 / self.fps
+        if indexed < 0.9 * declared - 2.0 / self.fps:
+            raise DataError(
+                f"{self.path}: truncated video (header says {declared:.2f} s, frames end at {indexed:.2f} s)"
+            )
+
+    def _decode_sorted(self, indices: np.ndarray) -> torch.Tensor:
+        av = self._av
+        out = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
+        keyframes = np.flatnonzero(self._key)
+        try:
+            for j, i in enumerate(indices):
+                # the keyframe at or before i: if the decoder is behind it, seeking skips work
+                k = keyframes[np.searchsorted(keyframes, i, side="right") - 1]
+                if self._frames_iter is None or i < self._next or k > self._next:
+                    self._container.seek(int(self._pts[k]), stream=self._stream, backward=True, any_frame=False)
+                    self._frames_iter = self._container.decode(self._stream)
+                    self._next = -1  # unknown until the first frame comes out
+                target = self._pts[i]
+                while True:
+                    frame = next(self._frames_iter, None)
+                    if frame is None:
+                        self._frames_iter = None
+                        raise DataError(
+                            f"{self.path}: frame {int(i)} could not be decoded (truncated or corrupt video; "
+                            f"the container lists {self.num_frames} frames)"
+                        )
+                    t = frame.pts if frame.pts is not None else frame.dts
+                    first_after_seek = self._next == -1
+                    pos = int(np.searchsorted(self._pts, t)) if t is not None else self._next
+                    self._next = pos + 1
+                    if t is not None and t >= target:
+                        if t == target:
+                            break
+                        if first_after_seek and k > 0:  # the seek overshot: restart from the top
+                            k = 0
+                            self._container.seek(int(self._pts[0]), stream=self._stream, backward=True)
+                            self._frames_iter = self._container.decode(self._stream)
+                            self._next = -1
+                            continue
+                        self._frames_iter = None  # the wanted frame never came out of the decoder
+                        raise DataError(f"{self.path}: frame {int(i)} is missing from the decoded stream")
+                rgb = frame.to_ndarray(format="rgb24")
+                if rgb.shape[:2] != (self.height, self.width):
+                    raise DataError(f"{self.path}: frame {int(i)} changes size to {rgb.shape[1]}x{rgb.shape[0]}")
+                out[j] = rgb
+        except av.error.FFmpegError as e:
+            self._frames_iter = None
+            raise DataError(f"{self.path}: decoding failed near frame {int(i)} ({e})") from e
+        return torch.from_numpy(out)
+
+    def close(self) -> None:
+        container = getattr(self, "_container", None)
+        if container is not None:
+            self._frames_iter = None
+            container.close()
+            self._container = None
+
+
+# ----------------------------------------------------------------------------------------------
+# TorchCodec
+
+
+@lru_cache(maxsize=1)
+def torchcodec_available() -> bool:
+    """True when TorchCodec imports and loads its FFmpeg core (it needs system FFmpeg libraries)."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except Exception:  # ImportError, or OSError/RuntimeError when FFmpeg libraries are missing
+        return False
+    return True
+
+
+class TorchCodecSource(FrameSource):
+    """A video file decoded with TorchCodec (``seek_mode="exact"``), the same interface as PyAV."""
+
+    def __init__(self, path: str, *, threads: int = 1) -> None:
+        if not torchcodec_available():
+            raise DataError(f"{path}: TorchCodec is not usable here (not installed or no system FFmpeg)")
+        from torchcodec.decoders import VideoDecoder
+
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise DataError(f"{self.path}: video file not found")
+        try:
+            self._decoder = VideoDecoder(
+                self.path, seek_mode="exact", num_ffmpeg_threads=max(1, int(threads)), dimension_order="NHWC"
+            )
+        except Exception as e:  # TorchCodec raises RuntimeError/ValueError for unreadable files
+            raise DataError(f"{self.path}: cannot open video ({e})") from e
+        meta = self._decoder.metadata
+        self.num_frames = int(meta.num_frames or 0)
+        if self.num_frames == 0:
+            raise DataError(f"{self.path}: video has zero frames")
+        self.fps = float(meta.average_fps)
+        self.height, self.width = int(meta.height), int(meta.width)
+
+    def _decode_sorted(self, indices: np.ndarray) -> torch.Tensor:
+        try:
+            return self._decoder.get_frames_at([int(i) for i in indices]).data
+        except Exception as e:
+            raise DataError(f"{self.path}: decoding failed ({e})") from e
+
+    def close(self) -> None:
+        self._decoder = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Frame folders
+
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+def _list_frames(folder: str) -> list[str]:
+    """Image files of ``folder`` in frame order, checked to be numbered without gaps.
+
+    Works for Charades (``<id>-000001.jpg``, 1-based) and Something-Something v1 (``00001.jpg``):
+    files are ordered by the number at the end of their stem, so frame 0 is the lowest number.
+    """
+    try:
+        names = [n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)]
+    except OSError as e:
+        raise DataError(f"{folder}: cannot list frame folder ({e})") from e
+    if not names:
+        raise DataError(f"{folder}: frame folder has zero frames (no .jpg/.jpeg/.png files)")
+    numbered = []
+    for n in names:
+        m = _TRAILING_NUMBER.search(os.path.splitext(n)[0])
+        if m is None:
+            raise DataError(f"{os.path.join(folder, n)}: frame file name does not end in a frame number")
+        numbered.append((int(m.group(1)), n))
+    numbered.sort()
+    numbers = np.fromiter((k for k, _ in numbered), dtype=np.int64, count=len(numbered))
+    gaps = np.flatnonzero(np.diff(numbers) != 1)
+    if gaps.size:
+        g = int(gaps[0])
+        raise DataError(
+            f"{folder}: frame numbers are not consecutive ({numbered[g][1]} is followed by {numbered[g + 1][1]})"
+        )
+    return [os.path.join(folder, n) for _, n in numbered]
+
+
+class FrameFolderSource(FrameSource):
+    """A folder of numbered JPEG (or PNG) frames, decoded with Pillow (libjpeg-turbo).
+
+    Args:
+        path: the folder.
+        fps: frame rate of the frames (default :data:`DEFAULT_FOLDER_FPS`, 24: Charades).
+    """
+
+    def __init__(self, path: str, *, fps: float | None = None) -> None:
+        self.path = str(path)
+        if not os.path.isdir(self.path):
+            raise DataError(f"{self.path}: frame folder not found")
+        self._files = _list_frames(self.path)
+        self.num_frames = len(self._files)
+        self.fps = float(fps) if fps else DEFAULT_FOLDER_FPS
+        self.width, self.height = self._size(self._files[0])
+
+    def _size(self, file: str) -> tuple[int, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(file) as im:  # reads the header only
+                return im.size
+        except (OSError, UnidentifiedImageError) as e:
+            raise DataError(f"{file}: unreadable image ({e})") from e
+
+    def _read(self, file: str) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(file) as im:
+                return np.asarray(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as e:  # truncated JPEGs raise OSError
+            raise DataError(f"{file}: unreadable image ({e})") from e
+
+    def _decode_sorted(self, indices: np.ndarray) -> torch.Tensor:
+        out = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
+        for j, i in enumerate(indices):
+            img = self._read(self._files[i])
+            if img.shape[:2] != (self.height, self.width):
+                raise DataError(
+                    f"{self._files[i]}: frame size {img.shape[1]}x{img.shape[0]} differs from the first frame's "
+                    f"{self.width}x{self.height}"
+                )
+            out[j] = img
+        return torch.from_numpy(out)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def open_video(
+    path: str | os.PathLike, *, backend: str = "auto", fps: float | None = None, threads: int = 1
+) -> FrameSource:
+    """Open a video file or a frame folder.
+
+    Args:
+        path: a video file (mp4, webm, ...) or a folder of numbered frames.
+        backend: for files, ``"auto"`` (TorchCodec when usable, else PyAV), ``"pyav"`` or
+            ``"torchcodec"``. Ignored for folders.
+        fps: frame rate of a frame folder (default 24, the Charades RGB frames); ignored for files,
+            whose own rate is read from the container.
+        threads: FFmpeg decoding threads for files (default 1, one per DataLoader worker).
+
+    Returns:
+        a :class:`FrameSource`. Raises :class:`DataError` naming the path when it cannot be used.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return FrameFolderSource(path, fps=fps)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: video file or frame folder not found")
+    if backend == "auto":
+        backend = "torchcodec" if torchcodec_available() else "pyav"
+    if backend == "pyav":
+        return PyAVSource(path, threads=threads)
+    if backend == "torchcodec":
+        return TorchCodecSource(path, threads=threads)
+    raise ValueError(f"unknown decoding backend {backend!r} (expected 'auto', 'pyav' or 'torchcodec')")

@@ -1,0 +1,13 @@
+"""Training and evaluation (paper section 6): ``train``, ``evaluate`` and their building blocks.
+
+```python
+from strg.engine import train, evaluate
+final = train("configs/tiny_cpu.yaml", overrides=["train.iterations=20"], run_dir="runs/tiny")
+metrics = evaluate("runs/tiny/config.yaml", checkpoint="runs/tiny")
+```
+See docs/engine.md.
+"""
+
+from strg.engine.trainer import TrainingDiverged, evaluate, from_config, lr_at, train
+
+__all__ = ["train", "evaluate", "from_config", "lr_at", "TrainingDiverged"]

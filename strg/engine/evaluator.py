@@ -1,0 +1,158 @@
+"""Multi-clip evaluation (paper section 6.1 "Inference").
+
+A test dataset yields one item per (video, clip x view); ``clip_index`` numbers them. The scores
+of a video's items are combined by max (the paper: "aggregated together by Max-Pooling over the
+scores") or mean, then scored with the official Charades mAP (multi-label data) or top-1/top-5
+(single-label data). Every rank scores its shard; the scores are gathered on all ranks.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from strg.engine.distributed import DistInfo, ShardSampler, all_gather_objects
+from strg.metrics import charades_map, topk_accuracy, write_submission
+
+
+def autocast_context(device: torch.device, amp: str):
+    """bf16 / fp16 autocast on GPU (or where asked for explicitly); nothing for ``none``."""
+    if amp == "none":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``auto``: bf16 on a GPU that supports it, else none (CPU autocast is slow)."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "none"
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def forward(model, batch: dict, uses_boxes: bool) -> torch.Tensor:
+    """logits (Tensor[B, C]) of a collated batch; boxes only for the models that use them."""
+    if uses_boxes:
+        return model(batch["clips"], batch["boxes"], batch["box_mask"])
+    return model(batch["clips"])
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    collate_fn,
+    info: DistInfo,
+    multi_label: bool,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    combine: str = "max",
+    scores: str = "prob",
+    amp: str = "none",
+    max_videos: int | None = None,
+    progress: bool = True,
+    predictions_path: str | Path | None = None,
+) -> dict:
+    """Score ``dataset`` (all clips x views of every video) and compute the metrics.
+
+    Args:
+        model: the (possibly DDP-wrapped) model; put in eval mode here and restored afterwards.
+        dataset: items as in docs/DESIGN.md; ``dataset.videos`` in annotation order.
+        combine: ``max`` (paper) or ``mean`` over a video's clips.
+        scores: ``prob`` combines sigmoid (multi-label) / softmax outputs, ``logit`` raw logits.
+        max_videos: score only the first N videos (items are assumed video-major, as the datasets
+            of strg.data and the ``random`` kind produce them).
+        predictions_path: where rank 0 writes ``id score_1 ... score_C`` lines (Charades format).
+
+    Returns:
+        ``{"mAP", "wAP"}`` (multi-label) or ``{"top1", "top5"}``, plus ``num_videos``,
+        ``num_clips`` and ``num_skipped``; metrics are fractions in [0, 1].
+    """
+    bare = model.module if hasattr(model, "module") else model
+    uses_boxes = getattr(bare, "uses_boxes", False)
+    num_videos_total = len(dataset.videos)
+    indices = range(len(dataset))
+    if max_videos is not None and max_videos < num_videos_total:
+        per_video = len(dataset) // max(num_videos_total, 1)
+        indices = range(max_videos * per_video)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=ShardSampler(indices, info.rank, info.world_size),
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        pin_memory=info.device.type == "cuda",
+    )
+    was_training = model.training
+    model.eval()
+    video_index, clip_scores, targets = [], [], {}
+    skipped = 0
+    bar = tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False, dynamic_ncols=True)
+    for batch in bar:
+        skipped += batch.get("num_skipped", 0)
+        if "clips" not in batch:
+            continue
+        batch = to_device(batch, info.device)
+        with autocast_context(info.device, amp):
+            logits = forward(model, batch, uses_boxes)
+        logits = logits.float()  # (B, C)
+        if scores == "prob":
+            logits = torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)
+        clip_scores.append(logits.cpu())
+        video_index.append(batch["video_index"].cpu())
+        for v, t in zip(batch["video_index"].tolist(), batch["targets"].cpu()):
+            targets[v] = t
+    model.train(was_training)
+
+    local = (
+        torch.cat(video_index) if video_index else torch.zeros(0, dtype=torch.int64),
+        torch.cat(clip_scores) if clip_scores else None,
+        targets,
+        skipped,
+    )
+    parts = all_gather_objects(local, info)
+    vids = torch.cat([p[0] for p in parts])  # (N_clips,)
+    all_scores = torch.cat([p[1] for p in parts if p[1] is not None]) if vids.numel() else None
+    all_targets: dict = {}
+    for p in parts:
+        all_targets.update(p[2])
+    skipped = sum(p[3] for p in parts)
+    if all_scores is None:
+        raise RuntimeError("evaluation produced no scores: every item was skipped or the split is empty")
+
+    # Combine the clips of each video (section 6.1: max over clip scores; or mean).
+    order = sorted(all_targets)  # video indices present, annotation order
+    rows = torch.as_tensor(order)
+    position = torch.full((int(vids.max()) + 1,), -1, dtype=torch.int64)
+    position[rows] = torch.arange(len(order))
+    slot = position[vids]  # (N_clips,) row of each clip's video
+    c = all_scores.shape[1]
+    if combine == "max":
+        video_scores = torch.full((len(order), c), -torch.inf).scatter_reduce(0, slot[:, None].expand(-1, c), all_scores, "amax")
+    else:
+        video_scores = torch.zeros(len(order), c).index_add_(0, slot, all_scores)
+        video_scores /= torch.bincount(slot, minlength=len(order))[:, None].clamp(min=1)
+    target = torch.stack([all_targets[v] for v in order])
+
+    if multi_label:
+        result = charades_map(video_scores.numpy(), target.numpy())
+        metrics = {"mAP": result["mAP"], "wAP": result["wAP"]}
+    else:
+        metrics = topk_accuracy(video_scores.numpy(), target.numpy(), ks=(1, 5))
+    metrics.update(num_videos=len(order), num_clips=int(vids.numel()), num_skipped=int(skipped))
+    if predictions_path is not None and info.is_main:
+        ids = [dataset.videos[v].video_id for v in order]
+        write_submission(predictions_path, ids, np.asarray(video_scores.numpy()))
+    return metrics

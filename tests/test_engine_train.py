@@ -1,0 +1,160 @@
+"""The training loop on tiny synthetic data: schedule, resume equality, NaN stop, stages, run folder."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from strg.engine import TrainingDiverged, lr_at, train
+from strg.engine.checkpoint import list_checkpoints, load_checkpoint
+from strg.engine.datasets import build_random_dataset
+from strg.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two busy cores: one intra-op thread is faster and deterministic."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(name="joint_gcn_r50", **train):
+    return {
+        "model": {"name": name, "width": 4, "stage_blocks": [1, 1, 1, 1], "dim": 8, "gcn_layers": 1},
+        "data": {"kind": "random", "num_videos": 8, "num_classes": 3, "frames": 2, "size": 32, "boxes_per_frame": 2},
+        "train": {"iterations": 6, "batch_size": 2, "batch_per_device": 1, "base_lr": 0.05, "base_batch": 2,
+                  "checkpoint_period": 3, "log_period": 2, "num_workers": 0, "device": "cpu",
+                  "tensorboard": False, "progress": False, **train},
+        "eval": {"split": None},
+    }
+
+
+def weights(run_dir):
+    return load_checkpoint(list_checkpoints(run_dir)[-1][1])["model"]
+
+
+def test_lr_schedule():
+    kw = dict(lr=0.01, iterations=100, decay_at=0.9, decay=0.1, warmup_iters=0, warmup_factor=0.1)
+    assert lr_at(0, **kw) == 0.01 and lr_at(89, **kw) == 0.01
+    assert lr_at(90, **kw) == pytest.approx(0.001) and lr_at(99, **kw) == pytest.approx(0.001)
+    kw["warmup_iters"] = 10
+    assert lr_at(0, **kw) == pytest.approx(0.001) and lr_at(5, **kw) == pytest.approx(0.0055)
+    assert lr_at(10, **kw) == 0.01
+
+
+def test_run_folder_and_linear_lr_scaling(tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny(iterations=4, batch_size=4, batch_per_device=2, base_batch=2, base_lr=0.01, lr_decay_at=0.5)
+    cfg["eval"] = {"split": "val", "batch_per_device": 4, "num_workers": 0}
+    cfg["train"]["tensorboard"] = True
+    out = train(cfg, run_dir=run)
+    assert out["iteration"] == 4 and math.isfinite(out["train_loss"])
+    assert 0.0 <= out["top1"] <= out["top5"] <= 1.0 and out["num_videos"] == 8 and out["num_clips"] == 16
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["split"] == "train"]
+    assert [r["iteration"] for r in train_records] == [2, 4]
+    # lr scaled by batch 4 / base batch 2; x0.1 from half of the run on (lr_decay_at 0.5)
+    assert train_records[0]["lr"] == pytest.approx(0.02) and train_records[1]["lr"] == pytest.approx(0.002)
+    assert all(r["clips_per_s"] > 0 for r in train_records)
+    assert [r for r in records if r["split"] == "val"][0]["num_videos"] == 8
+    assert (run / "config.yaml").is_file() and (run / "log.txt").is_file()
+    assert any((run / "tensorboard").iterdir())
+    lines = (run / "predictions_val.txt").read_text().splitlines()
+    assert len(lines) == 8 and len(lines[0].split()) == 1 + 3
+    # a second run into the same folder needs --resume
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg, run_dir=run)
+
+
+def test_loss_falls_on_learnable_data(tmp_path):
+    cfg = tiny("i3d_r50", iterations=30, batch_size=4, base_batch=4, base_lr=0.2, log_period=10, checkpoint_period=30)
+    cfg["model"]["dropout"] = 0.0
+    train(cfg, run_dir=tmp_path / "run")
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0] * 0.8
+
+
+class Interrupting(torch.utils.data.Dataset):
+    """Wraps a dataset; raises KeyboardInterrupt on the n-th item read (Ctrl-C during data loading)."""
+
+    def __init__(self, base, at: int):
+        self.base, self.at, self.reads = base, at, 0
+        self.classes, self.multi_label, self.videos = base.classes, base.multi_label, base.videos
+        self.max_boxes = base.max_boxes
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads == self.at:
+            raise KeyboardInterrupt
+        return self.base[i]
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_interrupt_and_resume_equals_uninterrupted(tmp_path, multi_label):
+    cfg = tiny(iterations=7, batch_size=4, batch_per_device=2, checkpoint_period=3)  # 2 accumulation steps
+    cfg["data"]["multi_label"] = multi_label  # BCE for multi-label, CE otherwise
+    cfg["model"]["dropout"] = 0.5  # dropout draws from the RNG: its state must be restored
+    ref = train(cfg, run_dir=tmp_path / "ref")
+
+    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
+                                boxes_per_frame=2, multi_label=multi_label)
+    # 2 items per micro-batch, 2 micro-batches per iteration: read 19 is inside iteration 5
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run_dir=tmp_path / "cut", train_set=Interrupting(data, at=19))
+    assert [it for it, _ in list_checkpoints(tmp_path / "cut")] == [3, 4]  # periodic 3, Ctrl-C at 4
+    out = train(cfg, run_dir=tmp_path / "cut", resume=True)
+    assert out["iteration"] == 7
+    a, b = weights(tmp_path / "ref"), weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert out["train_loss"] == ref["train_loss"]
+
+
+class Poisoned(Interrupting):
+    def __getitem__(self, i):
+        item = dict(self.base[i])
+        self.reads += 1
+        if self.reads >= self.at:
+            item["clip"] = torch.full_like(item["clip"], float("nan"))
+        return item
+
+
+def test_nan_loss_stops_naming_iteration_and_checkpoint(tmp_path):
+    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32, boxes_per_frame=2)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"at iteration 5.*ckpt_0000003\.pt"):
+        train(tiny(), run_dir=run, train_set=Poisoned(data, at=9))  # 2 reads per iteration
+    state = load_checkpoint(list_checkpoints(run)[-1][1])
+    assert state["iteration"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_stagewise_training(tmp_path):
+    base = tiny("i3d_r50", iterations=3)
+    train(base, run_dir=tmp_path / "backbone")
+    i3d = weights(tmp_path / "backbone")
+
+    graph = tiny("joint_gcn_r50", iterations=3, stage="graph", init=str(tmp_path / "backbone"))
+    train(graph, run_dir=tmp_path / "graph")
+    g = load_checkpoint(list_checkpoints(tmp_path / "graph")[-1][1])
+    for k, v in i3d.items():
+        if k.startswith("backbone."):  # loaded and frozen: unchanged by the graph stage
+            torch.testing.assert_close(g["model"][k], v, rtol=0, atol=0)
+    assert all(name.startswith("backbone.") for name in g["frozen"]) and g["frozen"]
+    log = (tmp_path / "graph" / "log.txt").read_text()
+    assert "stage graph" in log and "left at init" in log and "classifier" in log
+
+    joint = tiny("joint_gcn_r50", iterations=2, stage="joint", init=str(tmp_path / "graph"), base_lr=0.5)
+    train(joint, run_dir=tmp_path / "joint")
+    j = weights(tmp_path / "joint")
+    changed = [k for k in j if k.startswith("backbone.") and j[k].is_floating_point() and not torch.equal(j[k], g["model"][k])]
+    assert changed  # the joint stage trains the backbone again
+
+    with pytest.raises(ConfigError, match="train.init is required"):
+        train(tiny("joint_gcn_r50", stage="graph"), run_dir=tmp_path / "noinit")
