@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd graph head")
     args = parser.parse_args()
     device = torch.device(args.device)
     repeats = 2 if args.quick else args.repeats
@@ -77,19 +78,19 @@ def main() -> None:
     with torch.no_grad(), autocast:
         cached = joint.backbone(clips).detach()
 
-    def graph_part():
-        feats = cached.clone().requires_grad_(True)
-        with autocast:
-            x = joint.reduce(feats)
-            video = x.mean(dim=(2, 3, 4))
-            from strg.models.region import boxes_to_feature_frames, region_features
+    compiled_head = torch.compile(joint.graph_head) if args.compile else None
 
-            bx, mk = boxes_to_feature_frames(boxes, mask, x.shape[2])
-            nodes = region_features(x, bx, mk, spatial_scale=1 / 16)
-            out = joint.forward_head(torch.cat([video, joint.graph_head(nodes, bx, mk)], dim=1))
-            loss = torch.nn.functional.cross_entropy(out, target)
-        loss.backward()
-        joint.zero_grad(set_to_none=True)
+    def graph_part(head):
+        def run():
+            feats = cached.clone().requires_grad_(True)
+            with autocast:
+                x = joint.reduce(feats)  # (B, d, T', H', W')
+                video = x.mean(dim=(2, 3, 4))
+                out = joint.forward_head(torch.cat([video, head(x, boxes, mask)], dim=1))
+                loss = torch.nn.functional.cross_entropy(out, target)
+            loss.backward()
+            joint.zero_grad(set_to_none=True)
+        return run
 
     def backbone_only():
         with autocast:
@@ -98,14 +99,17 @@ def main() -> None:
         joint.zero_grad(set_to_none=True)
 
     # warm-up
-    for fn in (step(models["i3d_r50"]), step(joint), graph_part, backbone_only):
+    runs = {"i3d_r50": step(models["i3d_r50"]), "joint_gcn_r50": step(joint), "backbone": backbone_only,
+            "graph_part": graph_part(joint.graph_head)}
+    if compiled_head is not None:
+        runs["graph_part_compiled"] = graph_part(compiled_head)
+    for fn in runs.values():  # warm-up (and compilation)
         fn()
-    results: dict[str, list[float]] = {"i3d_r50": [], "joint_gcn_r50": [], "graph_part": [], "backbone": []}
+        fn()
+    results: dict[str, list[float]] = {key: [] for key in runs}
     for _ in range(repeats):  # interleaved, so drifts in machine load hit all alike
-        results["i3d_r50"] += _time(step(models["i3d_r50"]), device, 1)
-        results["joint_gcn_r50"] += _time(step(joint), device, 1)
-        results["backbone"] += _time(backbone_only, device, 1)
-        results["graph_part"] += _time(graph_part, device, 1)
+        for key, fn in runs.items():
+            results[key] += _time(fn, device, 1)
     med = {key: statistics.median(v) for key, v in results.items()}
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     print(f"forward+backward, batch {b}, {t}x{s}x{s}, {k} boxes/frame, {args.dtype}, {machine}")
@@ -115,9 +119,12 @@ def main() -> None:
     head_share = med["graph_part"] / med["backbone"]
     print(f"  joint / i3d time ratio        {ratio:.3f}")
     print(f"  graph part / backbone time    {100 * head_share:.1f}%")
+    if "graph_part_compiled" in med:
+        print(f"  compiled graph part / backbone {100 * med['graph_part_compiled'] / med['backbone']:.1f}%")
     print(json.dumps({"bench": "model", "device": machine, "batch": b, "frames": t, "size": s, "boxes": k,
                       "dtype": args.dtype, **{f"{k}_ms": round(v * 1000, 2) for k, v in med.items()},
-                      "ratio_joint_over_i3d": round(ratio, 4), "graph_share_of_backbone": round(head_share, 4)}))
+                      "ratio_joint_over_i3d": round(ratio, 4), "graph_share_of_backbone": round(head_share, 4),
+                      "compiled_graph_share_of_backbone": round(med["graph_part_compiled"] / med["backbone"], 4) if "graph_part_compiled" in med else None}))
 
 
 if __name__ == "__main__":

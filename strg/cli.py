@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     sub = argparse.ArgumentParser(prog=f"strg {name}", description=COMMANDS[name][1])
     module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
+    try:  # KEY=VALUE overrides may come before or after options
+        args = sub.parse_intermixed_args(argv[1:])
+    except TypeError:  # commands with sub-commands (argparse cannot intermix those)
+        args = sub.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
     except StrgError as e:

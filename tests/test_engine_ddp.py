@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -42,8 +41,7 @@ def test_two_processes_match_one(tmp_path):
     cfg_path.write_text(yaml.safe_dump(CFG))
     one = train(cfg_path, run_dir=tmp_path / "one")  # 1 process, 2 micro-batches of 2 clips
 
-    torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "strg.cli", "train", str(cfg_path),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "strg.cli", "train", str(cfg_path),
            "train.batch_per_device=1", "--run-dir", str(tmp_path / "two")]  # 2 processes x 2 micro-batches of 1 clip
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -69,6 +69,18 @@ def test_max_and_mean_over_clips(tmp_path):
     np.testing.assert_allclose(s, CLIP_SCORES.mean(axis=1), atol=1e-6)
 
 
+class Unlabelled(ScoreClips):
+    def __getitem__(self, i):
+        return dict(super().__getitem__(i), target=torch.tensor(-1))  # e.g. Something-Something "test"
+
+
+def test_unlabelled_split_gives_predictions_only(tmp_path):
+    metrics = evaluate_model(Identity(), Unlabelled(False), collate_fn=make_collate(0), info=DistInfo(), multi_label=False,
+                             combine="max", scores="logit", progress=False, predictions_path=tmp_path / "p.txt")
+    assert "top1" not in metrics and metrics["num_videos"] == 3
+    assert len((tmp_path / "p.txt").read_text().splitlines()) == 3
+
+
 def test_multilabel_map_and_probabilities(tmp_path):
     metrics, _, s = run(tmp_path, True, "max", scores="prob")
     np.testing.assert_allclose(s, 1 / (1 + np.exp(-CLIP_SCORES.max(axis=1))), atol=1e-5)  # sigmoid is monotonic

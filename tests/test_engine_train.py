@@ -137,20 +137,24 @@ def test_nan_loss_stops_naming_iteration_and_checkpoint(tmp_path):
 
 def test_stagewise_training(tmp_path):
     base = tiny("i3d_r50", iterations=3)
+    base["model"]["frozen_bn"] = False  # BatchNorm statistics would move if the I3D part were not fixed
     train(base, run_dir=tmp_path / "backbone")
     i3d = weights(tmp_path / "backbone")
+    assert any("running_mean" in k and v.abs().sum() > 0 for k, v in i3d.items())  # statistics were learnt
 
     graph = tiny("joint_gcn_r50", iterations=3, stage="graph", init=str(tmp_path / "backbone"))
+    graph["model"]["frozen_bn"] = False
     train(graph, run_dir=tmp_path / "graph")
     g = load_checkpoint(list_checkpoints(tmp_path / "graph")[-1][1])
     for k, v in i3d.items():
-        if k.startswith("backbone."):  # loaded and frozen: unchanged by the graph stage
+        if k.startswith("backbone."):  # loaded and fixed (weights and BN statistics): unchanged
             torch.testing.assert_close(g["model"][k], v, rtol=0, atol=0)
     assert all(name.startswith("backbone.") for name in g["frozen"]) and g["frozen"]
     log = (tmp_path / "graph" / "log.txt").read_text()
     assert "stage graph" in log and "left at init" in log and "classifier" in log
 
     joint = tiny("joint_gcn_r50", iterations=2, stage="joint", init=str(tmp_path / "graph"), base_lr=0.5)
+    joint["model"]["frozen_bn"] = False
     train(joint, run_dir=tmp_path / "joint")
     j = weights(tmp_path / "joint")
     changed = [k for k in j if k.startswith("backbone.") and j[k].is_floating_point() and not torch.equal(j[k], g["model"][k])]
@@ -158,3 +162,19 @@ def test_stagewise_training(tmp_path):
 
     with pytest.raises(ConfigError, match="train.init is required"):
         train(tiny("joint_gcn_r50", stage="graph"), run_dir=tmp_path / "noinit")
+
+
+def test_cli_trains_the_tiny_config(tmp_path, capsys):
+    from pathlib import Path
+
+    from strg.cli import main
+
+    tiny_cfg = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
+    run = tmp_path / "tiny"
+    assert main(["train", str(tiny_cfg), "train.iterations=2", "train.progress=false", "eval.max_videos=2", "--run-dir", str(run)]) == 0
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert final["iteration"] == 2 and final["num_videos"] == 2 and final["checkpoint"].endswith("ckpt_0000002.pt")
+    assert main(["train", str(tiny_cfg), "train.iterations=3", "train.progress=false", "eval.split=null", "--run-dir", str(run), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1])["iteration"] == 3
+    assert "config changed since: train.iterations" in (run / "log.txt").read_text()

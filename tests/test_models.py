@@ -456,3 +456,15 @@ def test_bfloat16_autocast_finite():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(clips, boxes, mask)
     assert out.shape == (2, 4) and torch.isfinite(out.float()).all()
+
+
+def test_compiled_graph_head_matches_eager():
+    torch.manual_seed(0)
+    eager = build_model("joint_gcn_r50", num_classes=3, **TINY).eval()
+    for p in eager.graph_head.parameters():
+        nn.init.normal_(p, std=0.3)
+    compiled = build_model("joint_gcn_r50", num_classes=3, compile_graph_head=True, **TINY).eval()
+    compiled.load_state_dict(eager.state_dict())
+    clips, boxes, mask = tiny_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(clips, boxes, mask), eager(clips, boxes, mask), rtol=1e-4, atol=1e-5)

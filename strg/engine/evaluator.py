@@ -77,8 +77,9 @@ def evaluate_model(
         predictions_path: where rank 0 writes ``id score_1 ... score_C`` lines (Charades format).
 
     Returns:
-        ``{"mAP", "wAP"}`` (multi-label) or ``{"top1", "top5"}``, plus ``num_videos``,
-        ``num_clips`` and ``num_skipped``; metrics are fractions in [0, 1].
+        ``{"mAP", "wAP"}`` (multi-label) or ``{"top1", "top5"}`` (none for a split without
+        labels, targets -1), plus ``num_videos``, ``num_clips`` and ``num_skipped``; metrics are
+        fractions in [0, 1].
     """
     bare = model.module if hasattr(model, "module") else model
     uses_boxes = getattr(bare, "uses_boxes", False)
@@ -149,6 +150,8 @@ def evaluate_model(
     if multi_label:
         result = charades_map(video_scores.numpy(), target.numpy())
         metrics = {"mAP": result["mAP"], "wAP": result["wAP"]}
+    elif (target < 0).any():  # a test split without labels (Something-Something "test"): predictions only
+        metrics = {}
     else:
         metrics = topk_accuracy(video_scores.numpy(), target.numpy(), ks=(1, 5))
     metrics.update(num_videos=len(order), num_clips=int(vids.numel()), num_skipped=int(skipped))

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from strg.engine import checkpoint as ckpt_lib
 from strg.engine import distributed as dist_lib
 from strg.engine.datasets import build_dataset
 from strg.engine.evaluator import autocast_context, evaluate_model, forward, resolve_amp, to_device
-from strg.errors import CheckpointError, ConfigError, StrgError
+from strg.errors import ConfigError, StrgError
 
 
 class TrainingDiverged(StrgError, RuntimeError):
@@ -270,8 +271,8 @@ def train(
         return path
 
     def run_eval(iteration: int) -> dict:
-        metrics = evaluate_model(
-            model, val_set, collate_fn=collate_fn, info=info, multi_label=multi_label,
+        metrics = evaluate_model(  # the bare model: ranks may see different numbers of batches
+            bare, val_set, collate_fn=collate_fn, info=info, multi_label=multi_label,
             batch_size=ev["batch_per_device"], num_workers=ev["num_workers"], combine=ev["combine"],
             scores=ev["scores"], amp=amp, max_videos=ev["max_videos"], progress=t["progress"],
             predictions_path=run_dir / f"predictions_{ev['split']}.txt",
@@ -294,8 +295,17 @@ def train(
                             pin_memory=device.type == "cuda", generator=gen, persistent_workers=False)
         return iter(loader)
 
+    # Modules with every parameter frozen (the I3D part in stage `graph`) stay in eval mode, so
+    # that non-frozen BatchNorm does not update their statistics: "we fix the I3D features" (6.1).
+    fixed = [m for m in (bare.backbone, getattr(bare, "reduce", None)) if m is not None and not any(p.requires_grad for p in m.parameters())]
+
+    def train_mode() -> None:
+        model.train()
+        for m in fixed:
+            m.eval()
+
     # ---- the loop -----------------------------------------------------------------------------
-    model.train()
+    train_mode()
     done = start  # iterations completed
     rng_snapshot = ckpt_lib.get_rng_state()  # RNG state at the start of iteration `done`
     last_ckpt = ckpt_lib.list_checkpoints(run_dir)[-1][1] if ckpt_lib.list_checkpoints(run_dir) else None
@@ -344,7 +354,9 @@ def train(
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
+                with warnings.catch_warnings():  # fp16: the scaler skips steps with inf gradients; expected
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    scheduler.step()
                 done = it + 1
                 rng_snapshot = ckpt_lib.get_rng_state()
                 last_loss = loss_value
@@ -369,6 +381,7 @@ def train(
                         last_ckpt = save(done, rng_states)
                 if ev["split"] is not None and t["eval_period"] and done % t["eval_period"] == 0 and done != t["iterations"]:
                     metrics = run_eval(done)
+                    train_mode()
     except KeyboardInterrupt:
         bar.close()
         if info.is_main and done > start:
@@ -429,4 +442,4 @@ def evaluate(
     )
 
 
-__all__ = ["train", "evaluate", "from_config", "lr_at", "TrainingDiverged", "CheckpointError"]
+__all__ = ["train", "evaluate", "from_config", "lr_at", "TrainingDiverged"]

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from strg.models.graphs import frame_pair_graphs, frame_pair_messages, similarity_graph
+from strg.models.region import boxes_to_feature_frames, region_features
 
 
 def _normal_linear(dim: int, bias: bool) -> nn.Linear:
@@ -100,21 +101,35 @@ class SpatialTemporalGCN(nn.Module):
 
 
 class RegionGraphHead(nn.Module):
-    """Region nodes -> GCN branches -> mean over real nodes (paper Fig. 2, section 5).
+    """Video features + boxes -> region nodes -> GCN branches -> mean over real nodes (Fig. 2).
 
     Args:
         dim: node feature size d (512 in the paper).
+        spatial_scale: feature cells per input pixel for RoIAlign (1/16 for the I3D ResNet).
         graphs: which branches: ``("sim", "st")`` Joint GCN, ``("sim",)``, ``("st",)``, or ``()``
             for the Proposal + AvgPool row of Table 2a (region features averaged, no GCN).
         num_layers: L (3 in the paper).
         sim_per_layer: see the module docstring.
 
-    forward: nodes (Tensor[B, T, K, d]), boxes (Tensor[B, T, K, 4]), mask (Tensor[B, T, K] bool)
-    -> Tensor[B, d], the mean of the output node features over the real nodes (0 without any).
+    forward: features (Tensor[B, d, T', H, W]), boxes (Tensor[B, T, K, 4]) in input pixels for
+    the T input frames or the T' feature frames, mask (Tensor[B, T, K] bool) -> Tensor[B, d], the
+    mean of the output node features over the real nodes (0 without any).
+
+    The whole head is one module so that ``head.compile()`` fuses its many small operations (on a
+    GPU the eager head is bound by kernel-launch overhead; see BENCHMARKS.md).
     """
 
-    def __init__(self, dim: int, *, graphs: tuple[str, ...] = ("sim", "st"), num_layers: int = 3, sim_per_layer: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        spatial_scale: float = 1 / 16,
+        graphs: tuple[str, ...] = ("sim", "st"),
+        num_layers: int = 3,
+        sim_per_layer: bool = False,
+    ):
         super().__init__()
+        self.spatial_scale = spatial_scale
         unknown = set(graphs) - {"sim", "st"}
         if unknown:
             raise ValueError(f"unknown graph branch(es) {sorted(unknown)}; use 'sim' and/or 'st'")
@@ -122,7 +137,13 @@ class RegionGraphHead(nn.Module):
         self.sim = SimilarityGCN(dim, num_layers=num_layers, sim_per_layer=sim_per_layer) if "sim" in graphs else None
         self.st = SpatialTemporalGCN(dim, num_layers=num_layers) if "st" in graphs else None
 
-    def forward(self, nodes: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, features: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:
+        boxes, mask = boxes_to_feature_frames(boxes, mask, features.shape[2])  # (B, T', K, 4)
+        nodes = region_features(features, boxes, mask, spatial_scale=self.spatial_scale)  # (B, T', K, d)
+        return self.forward_nodes(nodes, boxes, mask)
+
+    def forward_nodes(self, nodes: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:
+        """nodes (Tensor[B, T', K, d]), boxes (Tensor[B, T', K, 4]), mask -> Tensor[B, d]."""
         b, t, k, d = nodes.shape
         out = nodes
         if self.graphs:

@@ -66,6 +66,7 @@ def build_model(
     in_channels: int = 3,
     inflate_from: str | None = None,
     backbone_checkpoint: str | None = None,
+    compile_graph_head: bool = False,
 ) -> STRG:
     """Build a variant by name (see the module docstring) with the paper's settings by default.
 
@@ -89,6 +90,9 @@ def build_model(
             torchvision ResNet state-dict file, or ``"torchvision"`` (downloads; needs internet).
         backbone_checkpoint: initialise the backbone from a Kinetics-pretrained I3D checkpoint
             (PySlowFast or mmaction2 format, or a strg checkpoint), see :mod:`strg.models.weights`.
+        compile_graph_head: ``torch.compile`` the region graph head (RoIAlign, graphs, GCN). On a
+            GPU the eager head is bound by the launch overhead of its many small kernels; compiled,
+            they fuse (BENCHMARKS.md). Same results; the first batches pay the compilation.
     """
     nonlocal_, head, depth = parse_name(name)
     backbone = i3d_resnet(
@@ -108,7 +112,12 @@ def build_model(
     graphs = HEADS[head]
     graph_head = None
     if graphs is not None:
-        graph_head = RegionGraphHead(dim, graphs=graphs, num_layers=gcn_layers, sim_per_layer=sim_per_layer)
+        graph_head = RegionGraphHead(
+            dim, spatial_scale=1.0 / backbone.spatial_stride, graphs=graphs, num_layers=gcn_layers,
+            sim_per_layer=sim_per_layer,
+        )
+        if compile_graph_head:
+            graph_head.compile()
     model = STRG(backbone, num_classes=num_classes, graph_head=graph_head, dim=dim, dropout=dropout)
     model.variant = name
     return model

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 
 from strg.models.backbone import ResNet3d
 from strg.models.gcn import RegionGraphHead
-from strg.models.region import boxes_to_feature_frames, region_features
 
 
 class STRG(nn.Module):
@@ -69,7 +68,7 @@ class STRG(nn.Module):
             return x.mean(dim=(2, 3, 4))  # (B, 2048)
         x = self.reduce(x)  # (B, d, T', H', W')
         video = x.mean(dim=(2, 3, 4))  # (B, d)
-        b, _, t_feat = x.shape[:3]
+        b = x.shape[0]
         if boxes is None:  # no proposals: the graph part contributes nothing
             return torch.cat([video, torch.zeros_like(video)], dim=1)
         if box_mask is None:
@@ -79,9 +78,7 @@ class STRG(nn.Module):
                 f"boxes must be (B, T, K, 4) with box_mask (B, T, K) for B={b}; got "
                 f"{tuple(boxes.shape)} and {tuple(box_mask.shape)}"
             )
-        boxes, box_mask = boxes_to_feature_frames(boxes, box_mask.bool(), t_feat)  # (B, T', K, 4)
-        nodes = region_features(x, boxes, box_mask, spatial_scale=1.0 / self.backbone.spatial_stride)  # (B, T', K, d)
-        graph = self.graph_head(nodes, boxes, box_mask)  # (B, d)
+        graph = self.graph_head(x, boxes, box_mask.bool())  # RoIAlign + GCN + node mean: (B, d)
         return torch.cat([video, graph], dim=1)  # (B, 2d)
 
     def forward_head(self, features: Tensor) -> Tensor:

@@ -118,8 +118,9 @@ class FrameChunks(IterableDataset):
 
     Items are dicts. A chunk: ``video_id``, ``chunk`` (0-based), ``num_chunks``, ``indices``
     (int64 array[n]), ``frames`` (uint8 Tensor[n, H, W, 3]), ``fps`` (the video's own frame
-    rate: the time base of ``indices``, as the store expects). A failure: ``video_id`` and ``error`` (a message); earlier chunks of that video must
-    be dropped. With several DataLoader workers, worker i takes videos i, i + W, i + 2W, ...
+    rate: the time base of ``indices``, as the store expects). A failure: ``video_id`` and
+    ``error`` (a message); earlier chunks of that video must be dropped. With several DataLoader
+    workers, worker i takes videos i, i + W, i + 2W, ...
     """
 
     def __init__(self, videos: Sequence[VideoEntry], *, rate: float, chunk_size: int,
@@ -225,7 +226,8 @@ def extract_proposals(
             pin_memory=device.type == "cuda",
             worker_init_fn=_worker_init if num_workers > 0 else None,
         )
-        autocast = torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else contextlib.nullcontext()
+        use_amp = amp and device.type == "cuda"
+        autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
         pending: dict[str, list[dict]] = {}
         bar = tqdm(total=len(todo), unit="video", desc="proposals", disable=not progress, dynamic_ncols=True)
         with bar:

@@ -236,7 +236,9 @@ def build_rpn_proposer(
             result = model.load_state_dict(state, strict=False)
         except RuntimeError as e:  # shape mismatches raise even when not strict
             reason = str(e).strip().splitlines()[-1].strip()
-            raise CheckpointError(f"{weights}: not a Faster R-CNN R50-FPN {detector} checkpoint: {reason}; {hint}") from e
+            raise CheckpointError(
+                f"{weights}: not a Faster R-CNN R50-FPN {detector} checkpoint: {reason}; {hint}"
+            ) from e
         # BatchNorm2d buffers absent from checkpoints of frozen-BN models are harmless.
         missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
         if missing or result.unexpected_keys:

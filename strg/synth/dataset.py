@@ -158,7 +158,7 @@ def generate_dataset(out_dir: str | os.PathLike, *, seed: int = 0, num_videos: i
     actions, val = _plan(seed, num_videos, variant)
     jobs = [(VideoSpec(seed=seed, index=i, video_id=ids[i], actions=actions[i], frames=frames, size=size,
                        fps=fps, container=container,
-                       distractors=(1, 3) if variant == "something" else (1, 2)),
+                       distractors=(1, 2) if variant == "something" else (0, 1)),
              os.path.join(video_dir, f"{ids[i]}.{container}")) for i in range(num_videos)]
     results = _run_jobs(jobs, workers, progress)
 

@@ -71,6 +71,11 @@ class SceneBuilder:
     things: list[Thing] = field(default_factory=list)
     hand_points: list[tuple[float, np.ndarray]] = field(default_factory=list)
     next_track: int = 0
+    scale: float = 1.3  # object and hand size relative to the nominal ranges below
+    hand_r: float = 0.0  # palm radius, pixels (set in __post_init__)
+
+    def __post_init__(self) -> None:
+        self.hand_r = 0.07 * self.scale * self.size * self.rng.uniform(0.9, 1.1)
 
     # ---- objects -------------------------------------------------------------------------
     def new_object(self, scale: tuple[float, float], *, shape: str | None = None,
@@ -78,7 +83,7 @@ class SceneBuilder:
                    square: bool = False, angle: float | None = None) -> Thing:
         rng, S = self.rng, self.size
         shape = shape or str(rng.choice(SHAPES))
-        a = rng.uniform(*scale) * S
+        a = rng.uniform(*scale) * S * self.scale
         b = a if square else a * rng.uniform(0.7, 1.3)
         cname = str(rng.choice(list(COLOURS)))
         c0 = np.clip(np.array(COLOURS[cname]) + rng.normal(0, 0.05, 3), 0, 1)
@@ -164,7 +169,7 @@ def act_push(sb: SceneBuilder, t0: float, t1: float, kind: str) -> list[Thing]:
         if sb.inside(p + [d * D, 0]) and sb.inside(p - [d * (D + 0.15 * S), 0], 0.0):
             break
     ta, tb = phases(rng, t0, t1)
-    r = 0.07 * S
+    r = sb.hand_r
     contact = p - np.array([d * (sb.extent(A)[0] + 0.8 * r), -rng.uniform(-0.3, 0.3) * r])
     sb.hand_to(t0, sb.rest_point())
     if kind == "pretend_push":
@@ -284,12 +289,12 @@ SCRIPTS = {
 def add_distractors(sb: SceneBuilder, n: int) -> None:
     """Objects that move on their own (or stay still), and static look-alikes of end states."""
     rng, S, T = sb.rng, sb.size, sb.T
-    if rng.random() < 0.3:  # a closed or open container that nobody touches
+    if rng.random() < 0.25:  # a closed or open container that nobody touches
         C, L = container_pair(sb, role="distractor")
         pC = sb.free_point(sb.occupied(), 0.3 * S)
         sb.set_track(C, [(0, pC)])
         sb.set_track(L, [(0, pC if rng.random() < 0.5 else pC + unit(rng) * 0.35 * S)])
-    if rng.random() < 0.3:  # a small object lying on a larger one
+    if rng.random() < 0.25:  # a small object lying on a larger one
         B = sb.new_object((0.1, 0.13), role="distractor", square=True)
         A = sb.new_object((0.05, 0.07), role="distractor")
         p = sb.free_point(sb.occupied(), 0.3 * S)
@@ -318,7 +323,7 @@ def add_hand(sb: SceneBuilder) -> tuple[Thing, dict]:
     """The hand-like agent: a skin-toned palm on a forearm that comes from the bottom edge."""
     rng, S = sb.rng, sb.size
     skin = np.array([rng.uniform(0.55, 0.95), rng.uniform(0.4, 0.7), rng.uniform(0.3, 0.55)])
-    r = 0.07 * S * rng.uniform(0.9, 1.1)
+    r = sb.hand_r
     palm = Layer(shape="ellipse", pos=np.zeros((sb.T, 2), np.float32), half=(r, r * 1.15),
                  angle=rng.uniform(-0.3, 0.3), colours=np.stack([skin, skin * 0.85]).astype(np.float32),
                  pattern="rings", freq=0.35)

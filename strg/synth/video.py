@@ -27,7 +27,7 @@ class VideoSpec:
     size: int
     fps: float
     container: str  # "webm" | "mp4"
-    distractors: tuple[int, int] = (1, 3)
+    distractors: tuple[int, int] = (1, 2)
     miss_rate: float = 0.1
     false_positives: float = 1.5
 
@@ -115,7 +115,7 @@ def render(spec: VideoSpec) -> dict:
     order = sorted(sb.things, key=lambda t: {"distractor": 0, "object": 1, "lid": 2}[t.role])
     J = int(rng.integers(0, 4)) if S >= 48 else 0
     bg = background(rng, S + 2 * J)
-    clutter = _clutter(rng, bg, int(rng.integers(3, 8))) - J
+    clutter = _clutter(rng, bg, int(rng.integers(2, 6))) - J
     steps = rng.normal(0, 0.6, (T, 2)).cumsum(0)
     jitter = (np.clip(np.round(steps), -J, J) + J).astype(np.int64)
     layers = [t.layer for t in order] + [hand.layer]
