@@ -279,7 +279,8 @@ def test_graph_branches_are_separate_and_summed():
 # ---------------------------------------------------------------- RoIAlign scale
 
 
-def test_roi_align_reads_the_cell_under_the_box():
+@pytest.mark.parametrize("impl", ["roi_align", "matmul"])
+def test_roi_align_reads_the_cell_under_the_box(impl):
     """A signal planted in one feature cell comes back under a box over it (stride 16)."""
     feats = torch.zeros(1, 2, 3, 14, 14)
     feats[0, 0, 1, 10, 12] = 5.0  # frame 1, row 10, column 12: input pixels x 192..208, y 160..176
@@ -288,12 +289,12 @@ def test_roi_align_reads_the_cell_under_the_box():
     boxes[0, 1, 1] = torch.tensor([20.0, 20.0, 60.0, 60.0])  # elsewhere
     boxes[0, 0, 0] = torch.tensor([190.0, 158.0, 210.0, 178.0])  # right place, wrong frame
     mask = torch.ones(1, 3, 2, dtype=torch.bool)
-    out = region_features(feats, boxes, mask, spatial_scale=1 / 16)
+    out = region_features(feats, boxes, mask, spatial_scale=1 / 16, impl=impl)
     assert out.shape == (1, 3, 2, 2)
     assert out[0, 1, 0, 0] > 2.0
     assert out[0, 1, 1, 0] == 0 and out[0, 0, 0, 0] == 0
     # With the 1/8 scale of the public reimplementation, the box reads the wrong place.
-    wrong = region_features(feats, boxes, mask, spatial_scale=1 / 8)
+    wrong = region_features(feats, boxes, mask, spatial_scale=1 / 8, impl=impl)
     assert wrong[0, 1, 0, 0] == 0
 
 
@@ -468,3 +469,30 @@ def test_compiled_graph_head_matches_eager():
     clips, boxes, mask = tiny_inputs()
     with torch.no_grad():
         torch.testing.assert_close(compiled(clips, boxes, mask), eager(clips, boxes, mask), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_align_matmul_equals_torchvision(sampling_ratio):
+    """The matrix-product RoIAlign against torchvision's kernel, in float64, boxes partly outside."""
+    from strg.models.region import roi_align_matmul
+
+    torch.manual_seed(0)
+    b, c, t, h, w, k = 2, 5, 3, 14, 11, 7
+    feats = torch.randn(b, c, t, h, w, dtype=torch.float64)
+    xy = torch.rand(b, t, k, 2, dtype=torch.float64) * torch.tensor([w * 16, h * 16]) * 1.1 - 20
+    boxes = torch.cat([xy, xy + torch.rand(b, t, k, 2, dtype=torch.float64) * 120 + 0.5], dim=-1)
+    ours = roi_align_matmul(feats, boxes, spatial_scale=1 / 16, sampling_ratio=sampling_ratio)
+    frames = feats.transpose(1, 2).reshape(b * t, c, h, w)
+    index = torch.arange(b * t, dtype=torch.float64).repeat_interleave(k)
+    ref = torchvision.ops.roi_align(frames, torch.cat([index[:, None], boxes.reshape(-1, 4)], 1), 7, 1 / 16, sampling_ratio, True)
+    torch.testing.assert_close(ours, ref.reshape(b, t, k, c, 49).transpose(-1, -2))
+    mask = torch.rand(b, t, k) > 0.3
+    feats32 = feats.float().requires_grad_(True)
+    a = region_features(feats32, boxes.float(), mask, spatial_scale=1 / 16, impl="matmul", sampling_ratio=sampling_ratio)
+    a.sum().backward()
+    grad_matmul = feats32.grad.clone()
+    feats32.grad = None
+    r = region_features(feats32, boxes.float(), mask, spatial_scale=1 / 16, impl="roi_align", sampling_ratio=sampling_ratio)
+    r.sum().backward()
+    torch.testing.assert_close(a, r)
+    torch.testing.assert_close(grad_matmul, feats32.grad)  # the same gradient too

@@ -3,7 +3,9 @@
 The paper's "FLOPs" are multiply-accumulates (REFERENCE.md section 1); torch's
 ``FlopCounterMode`` counts 2 FLOPs per MAC, so GMAC = counted FLOPs / 2 / 1e9. Convolutions,
 matmuls and linear layers are counted; element-wise ops, pooling, softmax, LayerNorm and RoIAlign
-are not (they are a small fraction and the paper's convention leaves them out too).
+are not (they are a small fraction and the paper's convention leaves them out too). The model is
+counted with torchvision's RoIAlign (``roi_impl="roi_align"``): the matrix-product form computes
+the same values with dense products over the 14x14 map, which the counter would add.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def count_complexity(
     this takes well under a second even for the R101.
     """
     with torch.device("meta"):
+        model_kwargs.setdefault("roi_impl", "roi_align")
         model = build_model(variant, num_classes=num_classes, **model_kwargs).eval()
         clips = torch.empty(batch, model.backbone.conv1.in_channels, frames, size, size)
         boxes = torch.empty(batch, frames, boxes_per_frame, 4)

@@ -106,6 +106,8 @@ class RegionGraphHead(nn.Module):
     Args:
         dim: node feature size d (512 in the paper).
         spatial_scale: feature cells per input pixel for RoIAlign (1/16 for the I3D ResNet).
+        roi_impl: RoIAlign as a batched matrix product (``"matmul"``, default) or torchvision's
+            kernel (``"roi_align"``); same values, see :mod:`strg.models.region`.
         graphs: which branches: ``("sim", "st")`` Joint GCN, ``("sim",)``, ``("st",)``, or ``()``
             for the Proposal + AvgPool row of Table 2a (region features averaged, no GCN).
         num_layers: L (3 in the paper).
@@ -127,9 +129,13 @@ class RegionGraphHead(nn.Module):
         graphs: tuple[str, ...] = ("sim", "st"),
         num_layers: int = 3,
         sim_per_layer: bool = False,
+        roi_impl: str = "matmul",
     ):
         super().__init__()
+        if roi_impl not in ("matmul", "roi_align"):
+            raise ValueError(f"roi_impl must be 'matmul' or 'roi_align', got {roi_impl!r}")
         self.spatial_scale = spatial_scale
+        self.roi_impl = roi_impl
         unknown = set(graphs) - {"sim", "st"}
         if unknown:
             raise ValueError(f"unknown graph branch(es) {sorted(unknown)}; use 'sim' and/or 'st'")
@@ -139,7 +145,7 @@ class RegionGraphHead(nn.Module):
 
     def forward(self, features: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:
         boxes, mask = boxes_to_feature_frames(boxes, mask, features.shape[2])  # (B, T', K, 4)
-        nodes = region_features(features, boxes, mask, spatial_scale=self.spatial_scale)  # (B, T', K, d)
+        nodes = region_features(features, boxes, mask, spatial_scale=self.spatial_scale, impl=self.roi_impl)  # (B, T', K, d)
         return self.forward_nodes(nodes, boxes, mask)
 
     def forward_nodes(self, nodes: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:

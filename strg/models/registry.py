@@ -67,6 +67,7 @@ def build_model(
     inflate_from: str | None = None,
     backbone_checkpoint: str | None = None,
     compile_graph_head: bool = False,
+    roi_impl: str = "matmul",
 ) -> STRG:
     """Build a variant by name (see the module docstring) with the paper's settings by default.
 
@@ -93,6 +94,9 @@ def build_model(
         compile_graph_head: ``torch.compile`` the region graph head (RoIAlign, graphs, GCN). On a
             GPU the eager head is bound by the launch overhead of its many small kernels; compiled,
             they fuse (BENCHMARKS.md). Same results; the first batches pay the compilation.
+        roi_impl: ``"matmul"`` (RoIAlign as one batched matrix product, default) or
+            ``"roi_align"`` (torchvision's kernel): the same values (tested), see
+            :mod:`strg.models.region`.
     """
     nonlocal_, head, depth = parse_name(name)
     backbone = i3d_resnet(
@@ -114,7 +118,7 @@ def build_model(
     if graphs is not None:
         graph_head = RegionGraphHead(
             dim, spatial_scale=1.0 / backbone.spatial_stride, graphs=graphs, num_layers=gcn_layers,
-            sim_per_layer=sim_per_layer,
+            sim_per_layer=sim_per_layer, roi_impl=roi_impl,
         )
         if compile_graph_head:
             graph_head.compile()
