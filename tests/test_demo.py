@@ -56,3 +56,14 @@ def test_unknown_preset_key_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="unknown preset keys"):
         run_demo(tmp_path, quick=True, overrides={"iterations": 3}, progress=False)
+
+
+def test_same_seed_same_table(tmp_path):
+    from strg.demo import run_demo
+
+    tiny = {"num_videos": 30, "backbone_iters": 3, "graph_iters": 2}
+    data = tmp_path / "data"
+    a = run_demo(tmp_path / "a", quick=True, seed=5, data_dir=data, overrides=tiny, progress=False)
+    b = run_demo(tmp_path / "b", quick=True, seed=5, data_dir=data, overrides=tiny, progress=False)
+    assert a["rows"] == b["rows"]
+    assert a["runs"]["i3d"]["train_loss"] == b["runs"]["i3d"]["train_loss"]
