@@ -142,7 +142,9 @@ def write_submission(path, video_ids: Sequence[str], scores) -> Path:
         for vid, row in zip(video_ids, scores):
             if any(c.isspace() for c in vid) or not vid:
                 raise ValueError(f"video id {vid!r} cannot be written in the submission format")
-            f.write(vid + " " + " ".join(f"{s:.6g}" for s in row) + "\n")
+            # repr: the shortest text that reads back to the same float, so no new ties appear
+            # (the official metric does not group ties: REFERENCE.md section 3)
+            f.write(vid + " " + " ".join(repr(float(s)) for s in row) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -201,7 +203,7 @@ def read_charades_labels(csv_path, num_classes: int = 157) -> tuple[list[str], n
         raise DataError(f"{csv_path}: ground-truth CSV not found")
     ids: list[str] = []
     labels: list[np.ndarray] = []
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # tolerate a byte-order mark
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "id" not in reader.fieldnames or "actions" not in reader.fieldnames:
             raise DataError(f"{csv_path}: not a Charades CSV (the header needs 'id' and 'actions' columns)")

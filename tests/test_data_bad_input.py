@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from torch.utils.data import DataLoader
 
 from strg.data import build_dataset
@@ -18,10 +19,10 @@ from strg.errors import DataError
 SMALL = dict(train_short_side=(32, 40), crop_size=32, test_short_side=32, num_frames=4)
 
 
-def _manifest(tmp_path, rows, header="path,labels", name="m.csv", **options):
+def _manifest(tmp_path, rows, header="path,labels", name="m.csv", training=True, **options):
     (tmp_path / "classes.txt").write_text("run\njump\n")
     (tmp_path / name).write_text("".join(line + "\n" for line in ([header] if header else []) + rows))
-    return build_dataset("manifest", split="train", training=True, manifest=str(tmp_path / name),
+    return build_dataset("manifest", split="train", training=training, manifest=str(tmp_path / name),
                          classes_file=str(tmp_path / "classes.txt"), **{**SMALL, **options})
 
 
@@ -31,15 +32,28 @@ def _good(tmp_path, name="ok.mp4", n=24):
 
 def test_missing_video_raise_and_skip(tmp_path, caplog):
     _good(tmp_path)
-    ds = _manifest(tmp_path, ["ok.mp4,run", "gone.mp4,jump", "ok.mp4,jump"])
+    _good(tmp_path, "ok2.mp4")
+    ds = _manifest(tmp_path, ["ok.mp4,run", "gone.mp4,jump", "ok2.mp4,jump"])
     with pytest.raises(DataError, match="gone.mp4.*not found"):
         ds[1]
-    ds = _manifest(tmp_path, ["ok.mp4,run", "gone.mp4,jump", "ok.mp4,jump"], on_error="skip")
+    # evaluation: the bad video gives None, collate drops and counts it
+    ds = _manifest(tmp_path, ["ok.mp4,run", "gone.mp4,jump", "ok2.mp4,jump"], on_error="skip", training=False, test_clips=1)
     with caplog.at_level(logging.WARNING, logger="strg.data"):
         assert ds[1] is None
     assert "gone.mp4" in caplog.text and "skipping video gone" in caplog.text
     batches = list(DataLoader(ds, batch_size=3, collate_fn=make_collate(4)))
     assert batches[0]["num_skipped"] == 1 and batches[0]["clips"].shape[0] == 2
+    # training: the item is replaced by another video (never an empty micro-batch under DDP)
+    ds = _manifest(tmp_path, ["ok.mp4,run", "gone.mp4,jump", "ok2.mp4,jump"], on_error="skip")
+    torch.manual_seed(0)
+    item = ds[1]
+    assert item is not None and item["video_id"] in ("ok", "ok2") and item["num_skipped"] >= 1
+    batch = make_collate(4)([item, ds[0]])
+    assert batch["clips"].shape[0] == 2 and batch["num_skipped"] == item["num_skipped"]
+    # a dataset where nothing can be read stops with a clear error instead of looping
+    broken = _manifest(tmp_path, ["gone.mp4,run", "gone2.mp4,jump"], on_error="skip")
+    with pytest.raises(DataError, match="in a row could not be read"):
+        broken[0]
 
 
 def test_unreadable_video(tmp_path):
@@ -141,3 +155,9 @@ def test_invalid_box_in_store(tmp_path):
             st.put("v", frames=[0], boxes=[[[30, 0, 10, 5]]], scores=[[1.0]], num_boxes=[1], frame_size=(48, 64))
         with pytest.raises(DataError, match=r"p.db: video 'v'.*outside the 64x48 frame"):
             st.put("v", frames=[0], boxes=[[[30, 0, 70, 5]]], scores=[[1.0]], num_boxes=[1], frame_size=(48, 64))
+
+
+def test_manifest_duplicate_ids(tmp_path):
+    _good(tmp_path)
+    with pytest.raises(DataError, match="appears twice"):
+        _manifest(tmp_path, ["ok.mp4,run", "ok.mp4,jump"])

@@ -98,3 +98,23 @@ def test_mismatch_lists_keys_and_models(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pt"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_graph_stage_takes_only_the_i3d_part():
+    """Section 6.1: in stage `graph` the head starts fresh even when the checkpoint has one that fits."""
+    from strg.engine.checkpoint import load_for_stage
+    from strg.models import build_model
+
+    small = dict(width=4, stage_blocks=(1, 1, 1, 1), dim=8)
+    torch.manual_seed(0)
+    other = build_model("joint_gcn_r50", num_classes=3, **small)  # another graph run, same shapes
+    for p in other.parameters():
+        torch.nn.init.normal_(p)
+    torch.manual_seed(1)
+    model = build_model("joint_gcn_r50", num_classes=3, **small)
+    head_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("graph_head.", "classifier."))}
+    report = load_for_stage(model, {"model": other.state_dict()}, "graph")
+    state = model.state_dict()
+    assert all(k.startswith(("backbone.", "reduce.")) for k in report["loaded"])
+    assert torch.equal(state["backbone.conv1.weight"], other.state_dict()["backbone.conv1.weight"])
+    assert all(torch.equal(state[k], v) for k, v in head_before.items())

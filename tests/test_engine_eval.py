@@ -110,3 +110,37 @@ def test_evaluate_api_and_cli(tmp_path, capsys):
     # a checkpoint of another model is refused with the keys named
     assert main(["eval", str(tmp_path / "run" / "config.yaml"), "model.name=sim_gcn_r50", "--checkpoint", str(tmp_path / "run")]) == 2
     assert "graph_head" in capsys.readouterr().err
+
+
+class ScoreClipsWithFailure(ScoreClips):
+    """Video 1 cannot be read (on_error="skip"): its clips are None; its target comes from the records."""
+
+    clips_per_video = 2
+
+    def __getitem__(self, i):
+        return None if i // 2 == 1 else super().__getitem__(i)
+
+    def video_target(self, v):
+        return super().__getitem__(2 * v)["target"]
+
+
+@pytest.mark.parametrize("multi_label", [True, False])
+def test_failed_video_scored_like_the_official_script(tmp_path, multi_label):
+    from strg.metrics import charades_map, topk_accuracy
+
+    with pytest.warns(UserWarning, match="1 videos could not be read"):
+        metrics = evaluate_model(Identity(), ScoreClipsWithFailure(multi_label), collate_fn=make_collate(0), info=DistInfo(),
+                                 multi_label=multi_label, batch_size=4, combine="max", scores="logit",
+                                 progress=False, predictions_path=tmp_path / "p.txt")
+    scores = CLIP_SCORES.max(axis=1)
+    scores[1] = -np.inf  # a video missing from a submission: -inf (Charades_v1_classify.m)
+    full = ScoreClips(multi_label)
+    targets = np.stack([full[2 * v]["target"].numpy() for v in range(3)])
+    if multi_label:
+        assert metrics["mAP"] == pytest.approx(charades_map(scores, targets)["mAP"])
+    else:
+        present = topk_accuracy(scores[[0, 2]], targets[[0, 2]], ks=(1, 5))
+        assert metrics["top1"] == pytest.approx(present["top1"] * 2 / 3)  # the failed video is wrong
+    assert metrics["num_videos"] == 3 and metrics["num_skipped"] == 2
+    ids, _ = read_submission(tmp_path / "p.txt")
+    assert list(ids) == ["vid0", "vid2"]

@@ -178,3 +178,11 @@ def test_cli_trains_the_tiny_config(tmp_path, capsys):
     out = capsys.readouterr().out
     assert json.loads(out.strip().splitlines()[-1])["iteration"] == 3
     assert "config changed since: train.iterations" in (run / "log.txt").read_text()
+
+
+def test_init_2d_and_backbone_checkpoint_together_are_refused(tmp_path):
+    cfg = tiny(init_2d="torchvision")
+    cfg["model"]["backbone_checkpoint"] = str(tmp_path / "kinetics_i3d.pyth")
+    with pytest.raises(ConfigError, match="init_2d would overwrite"):
+        train(cfg, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written

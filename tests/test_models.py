@@ -496,3 +496,47 @@ def test_roi_align_matmul_equals_torchvision(sampling_ratio):
     r.sum().backward()
     torch.testing.assert_close(a, r)
     torch.testing.assert_close(grad_matmul, feats32.grad)  # the same gradient too
+
+
+@pytest.mark.parametrize("sim_per_layer", [False, True])
+def test_gcn_branches_against_naive_equations(sim_per_layer):
+    """Eq. 1-2, 4, 7, 8 written out naively (float64, dense graphs, one video at a time)."""
+    from strg.models.gcn import SimilarityGCN, SpatialTemporalGCN
+
+    torch.manual_seed(0)
+    b, t, k, d, layers = 2, 4, 3, 6, 3
+    _, boxes, mask = tiny_inputs(b=b, t=t, k=k, seed=5)
+    x = torch.randn(b, t, k, d, dtype=torch.float64) * mask[..., None]
+    sim = SimilarityGCN(d, num_layers=layers, sim_per_layer=sim_per_layer).double()
+    st = SpatialTemporalGCN(d, num_layers=layers).double()
+    for p in list(sim.parameters()) + list(st.parameters()):
+        nn.init.normal_(p, std=0.4)  # W != 0, LayerNorm affine != identity
+    frames = torch.arange(t).repeat_interleave(k)
+    for v in range(b):
+        m = mask[v].reshape(-1)
+        nodes = x[v].reshape(-1, d)[m]  # the real nodes only: padding must not matter
+        n_real = nodes.shape[0]
+        # similarity branch
+        h = nodes
+        for layer in range(layers):
+            i = layer if sim_per_layer else 0
+            if layer == 0 or sim_per_layer:
+                a, bb = h @ sim.phi[i].weight.T, h @ sim.phi_prime[i].weight.T  # Eq. 1 (no bias)
+                graph = torch.softmax(a @ bb.T, dim=1)  # Eq. 2, over the real nodes
+            if layer == 0:
+                h = h @ sim.g.weight.T + sim.g.bias  # X = g(X) after G_sim
+            z = graph @ h @ sim.weights[layer].weight.T + h  # Eq. 7
+            h = torch.relu(nn.functional.layer_norm(z, (d,), sim.norms[layer].weight, sim.norms[layer].bias))
+        expected_sim = h
+        # spatial-temporal branch
+        front, back = spatial_temporal_graphs(boxes[v].reshape(1, -1, 4)[:, m].double(), frames[m][None], None)
+        h = nodes @ st.g.weight.T + st.g.bias
+        for layer in range(layers):
+            z = front[0] @ h @ st.w_front[layer].weight.T + back[0] @ h @ st.w_back[layer].weight.T + h  # Eq. 8
+            h = torch.relu(nn.functional.layer_norm(z, (d,), st.norms[layer].weight, st.norms[layer].bias))
+        expected_st = h
+        got_sim = sim(x[v : v + 1].reshape(1, -1, d), mask[v : v + 1].reshape(1, -1))[0][m]
+        got_st = st(x[v : v + 1], boxes[v : v + 1].double(), mask[v : v + 1])[0].reshape(-1, d)[m]
+        assert n_real > 1
+        torch.testing.assert_close(got_sim, expected_sim)
+        torch.testing.assert_close(got_st, expected_st)

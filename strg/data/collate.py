@@ -58,7 +58,8 @@ def collate_clips(items: Sequence[dict | None], max_boxes: int) -> dict:
         just ``{"num_skipped": n}``.
     """
     kept = [it for it in items if it is not None]
-    num_skipped = len(items) - len(kept)
+    # skipped: None items (evaluation) and the videos a training item replaced (its num_skipped)
+    num_skipped = len(items) - len(kept) + sum(int(it.get("num_skipped", 0)) for it in kept)
     if not kept:
         return {"num_skipped": num_skipped}
     shapes = {tuple(it["clip"].shape) for it in kept}

@@ -35,6 +35,7 @@ from strg.data.sampling import clip_indices, clip_span, random_clip_start, strid
 from strg.data.transforms import ClipTransform
 from strg.errors import ConfigError, DataError
 
+_MAX_CONSECUTIVE_SKIPS = 20  # training under on_error='skip': then the dataset is broken, stop
 logger = logging.getLogger("strg.data")
 
 __all__ = ["DATASET_BUILDERS", "ClipDataset", "VideoRecord"]
@@ -148,13 +149,28 @@ class ClipDataset(Dataset):
             raise IndexError(f"item {index} out of range for {len(self)} items")
         video_index, clip_index = divmod(index, self.clips_per_video)
         clip, view = divmod(clip_index, self.test_views)
-        try:
-            return self._load(video_index, clip_index, clip, view)
-        except DataError as e:
-            if self.on_error == "raise":
-                raise
-            logger.warning("skipping video %s (item %d): %s", self.videos[video_index].video_id, index, e)
-            return None
+        skipped = 0
+        while True:
+            try:
+                item = self._load(video_index, clip_index, clip, view)
+                item["num_skipped"] = skipped
+                return item
+            except DataError as e:
+                if self.on_error == "raise":
+                    raise
+                logger.warning("skipping video %s (item %d): %s", self.videos[video_index].video_id, index, e)
+                skipped += 1
+                if not self.training:
+                    return None  # evaluation: the video is reported, and scored as missing
+                # Training: take another random video instead of returning nothing, so that no
+                # micro-batch is ever empty (an empty one would skip DDP's gradient all-reduce on
+                # this rank and desynchronise the ranks).
+                if skipped >= _MAX_CONSECUTIVE_SKIPS:
+                    raise DataError(
+                        f"{skipped} videos in a row could not be read (last: {self.videos[video_index].path}: {e}); "
+                        "check the dataset"
+                    ) from e
+                video_index = int(torch.randint(len(self.videos), ()))
 
     # -- one item ------------------------------------------------------------------------------
 
@@ -234,7 +250,12 @@ class ClipDataset(Dataset):
             )
         return torch.tensor([fx, fy, fx, fy], dtype=torch.float32)
 
-    def _target(self, rec: VideoRecord, idx: np.ndarray, fps: float, flipped: bool) -> torch.Tensor:
+    def video_target(self, video_index: int) -> torch.Tensor:
+        """The evaluation target of a whole video, without decoding it (for videos that failed)."""
+        return self._target(self.videos[video_index], None, None, False)
+
+    def _target(self, rec: VideoRecord, idx: np.ndarray | None, fps: float | None, flipped: bool) -> torch.Tensor:
+        """Training (``idx`` given): the actions overlapping the clip; else the whole video's."""
         if not self.multi_label:
             label = rec.label
             if flipped and label >= 0 and self.flip_map is not None:
@@ -243,7 +264,7 @@ class ClipDataset(Dataset):
         target = torch.zeros(len(self.classes), dtype=torch.float32)
         if rec.actions is not None and len(rec.actions):
             acts = rec.actions  # (A, 3): class, start, end
-            if self.training:
+            if self.training and idx is not None:
                 # the actions whose interval overlaps the clip's time span (issue 3, Charades)
                 t0, t1 = idx.min() / fps, (idx.max() + 1) / fps
                 acts = acts[(acts[:, 1] < t1) & (acts[:, 2] > t0)]
@@ -478,6 +499,7 @@ def read_manifest(path: str, classes: list[str], root: str, multi_label: bool) -
         )  # fmt: skip
     if not videos:
         raise DataError(f"{path}: no videos")
+    _check_unique(videos, path)  # ids name the rows of the predictions file
     return videos
 
 

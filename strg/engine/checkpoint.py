@@ -234,6 +234,8 @@ def load_for_stage(model: nn.Module, ckpt: dict, stage: str, path="<checkpoint>"
             + f"\n  (stage {stage!r} needs the whole backbone from its init checkpoint)"
         )
     take = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    if stage == "graph":  # only the I3D part; the graph head and classifier start fresh
+        take = {k: v for k, v in take.items() if k.startswith(("backbone.", "reduce."))}
     model.load_state_dict(take, strict=False)
     return {
         "loaded": sorted(take),

@@ -8,6 +8,8 @@ scores") or mean, then scored with the official Charades mAP (multi-label data) 
 
 from __future__ import annotations
 
+import warnings
+
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -108,7 +110,7 @@ def evaluate_model(
         batch = to_device(batch, info.device)
         with autocast_context(info.device, amp):
             logits = forward(model, batch, uses_boxes)
-        logits = logits.float()  # (B, C)
+        logits = logits.double()  # (B, C); float64 so that sigmoid(x) != 1.0 up to x ~ 36 (no new ties)
         if scores == "prob":
             logits = torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)
         clip_scores.append(logits.cpu())
@@ -133,18 +135,31 @@ def evaluate_model(
     if all_scores is None:
         raise RuntimeError("evaluation produced no scores: every item was skipped or the split is empty")
 
+    # Videos whose every clip failed (on_error="skip") are scored like ids missing from a
+    # submission in the official Charades script: -inf for every class (REFERENCE.md section 3),
+    # and counted as wrong in top-k. Their targets come from the annotations, without decoding.
+    expected = range(len(indices) // max(dataset.clips_per_video, 1)) if hasattr(dataset, "clips_per_video") else []
+    failed = [v for v in expected if v not in all_targets]
+    if failed and hasattr(dataset, "video_target"):
+        warnings.warn(f"{len(failed)} videos could not be read and are scored -inf: {', '.join(dataset.videos[v].video_id for v in failed[:10])}")
+    present = set(all_targets)
+    if hasattr(dataset, "video_target"):
+        for v in failed:
+            all_targets[v] = dataset.video_target(v)
+
     # Combine the clips of each video (section 6.1: max over clip scores; or mean).
-    order = sorted(all_targets)  # video indices present, annotation order
+    order = sorted(all_targets)  # video indices, annotation order
     rows = torch.as_tensor(order)
-    position = torch.full((int(vids.max()) + 1,), -1, dtype=torch.int64)
+    position = torch.full((max(order) + 1,), -1, dtype=torch.int64)
     position[rows] = torch.arange(len(order))
     slot = position[vids]  # (N_clips,) row of each clip's video
     c = all_scores.shape[1]
     if combine == "max":
-        video_scores = torch.full((len(order), c), -torch.inf).scatter_reduce(0, slot[:, None].expand(-1, c), all_scores, "amax")
+        video_scores = torch.full((len(order), c), -torch.inf, dtype=all_scores.dtype).scatter_reduce(0, slot[:, None].expand(-1, c), all_scores, "amax")
     else:
-        video_scores = torch.zeros(len(order), c).index_add_(0, slot, all_scores)
+        video_scores = torch.zeros(len(order), c, dtype=all_scores.dtype).index_add_(0, slot, all_scores)
         video_scores /= torch.bincount(slot, minlength=len(order))[:, None].clamp(min=1)
+    video_scores[torch.tensor([v not in present for v in order])] = -torch.inf  # failed videos
     target = torch.stack([all_targets[v] for v in order])
 
     if multi_label:
@@ -153,9 +168,12 @@ def evaluate_model(
     elif (target < 0).any():  # a test split without labels (Something-Something "test"): predictions only
         metrics = {}
     else:
-        metrics = topk_accuracy(video_scores.numpy(), target.numpy(), ks=(1, 5))
+        read = torch.tensor([v in present for v in order])
+        metrics = topk_accuracy(video_scores[read].numpy(), target[read].numpy(), ks=(1, 5))
+        metrics = {k: v * int(read.sum()) / len(order) for k, v in metrics.items()}  # failed: wrong
     metrics.update(num_videos=len(order), num_clips=int(vids.numel()), num_skipped=int(skipped))
     if predictions_path is not None and info.is_main:
-        ids = [dataset.videos[v].video_id for v in order]
-        write_submission(predictions_path, ids, np.asarray(video_scores.numpy()))
+        keep = [i for i, v in enumerate(order) if v in present]  # failed videos stay out of the file
+        ids = [dataset.videos[order[i]].video_id for i in keep]
+        write_submission(predictions_path, ids, np.asarray(video_scores[keep].numpy()))
     return metrics

@@ -163,6 +163,11 @@ def train(
     source = str(config) if not isinstance(config, dict) else "<config>"
     cfg = load_config(config, overrides)
     t, ev = cfg["train"], cfg["eval"]
+    if t["init_2d"] is not None and (cfg["model"].get("backbone_checkpoint") or cfg["model"].get("inflate_from")):
+        raise ConfigError(
+            f"{source}: train.init_2d would overwrite the backbone weights of model.backbone_checkpoint / "
+            f"model.inflate_from; set train.init_2d: null"
+        )
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     info = dist_lib.setup(t["device"])
     per_step = t["batch_per_device"] * info.world_size
@@ -220,11 +225,6 @@ def train(
             frozen = ckpt_lib.freeze_for_stage(model, t["stage"], report["loaded"])
             log.info(f"stage {t['stage']}: from {init_path}: {ckpt_lib.summarize_report(report)}; frozen {len(frozen)} parameter tensors")
         elif t["init_2d"] is not None:
-            if cfg["model"].get("backbone_checkpoint") or cfg["model"].get("inflate_from"):
-                raise ConfigError(
-                    f"{source}: train.init_2d would overwrite the backbone weights of model.backbone_checkpoint / "
-                    f"model.inflate_from; set train.init_2d: null"
-                )
             from strg.models.weights import inflate_resnet2d, load_resnet2d_state_dict
 
             depth = 101 if "r101" in cfg["model"]["name"] else 50
