@@ -82,6 +82,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        try:  # make the rename itself durable before older checkpoints are pruned
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:  # directories cannot be fsynced on some file systems (e.g. Windows)
+            pass
     finally:
         if tmp.exists():
             tmp.unlink()
