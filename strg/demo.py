@@ -53,10 +53,10 @@ class Preset:
 PRESETS = {
     "default": Preset(num_videos=2000, frames=16, size=64, width=8, stage_blocks=(1, 1, 1, 1), dim=32,
                       gcn_layers=3, max_boxes=8, backbone_iters=1000, graph_iters=300, joint_iters=0,
-                      batch_size=16, base_lr=0.1, num_workers=1),
+                      batch_size=16, base_lr=0.02, num_workers=1),
     "quick": Preset(num_videos=300, frames=16, size=48, width=4, stage_blocks=(1, 1, 1, 1), dim=16,
                     gcn_layers=2, max_boxes=6, backbone_iters=40, graph_iters=15, joint_iters=0,
-                    batch_size=8, base_lr=0.05, num_workers=0),
+                    batch_size=8, base_lr=0.01, num_workers=0),
 }
 
 

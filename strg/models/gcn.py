@@ -148,6 +148,25 @@ class RegionGraphHead(nn.Module):
         nodes = region_features(features, boxes, mask, spatial_scale=self.spatial_scale, impl=self.roi_impl)  # (B, T', K, d)
         return self.forward_nodes(nodes, boxes, mask)
 
+    @torch.no_grad()
+    def build_graphs(self, features: Tensor, boxes: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """The graphs this head builds for a batch, for inspection and figures (paper Fig. 3, 4).
+
+        Returns a dict with ``boxes`` (Tensor[B, T', K, 4]) and ``mask`` (Tensor[B, T', K]) of the
+        feature frames, ``front`` and ``back`` (Tensor[B, T'-1, K, K], :func:`frame_pair_graphs`)
+        and, with a similarity branch, ``sim`` (Tensor[B, T'*K, T'*K]): the first layer's G_sim
+        (the only one unless ``sim_per_layer``), nodes in frame-major order.
+        """
+        boxes, mask = boxes_to_feature_frames(boxes, mask, features.shape[2])
+        out = {"boxes": boxes, "mask": mask}
+        out["front"], out["back"] = frame_pair_graphs(boxes.float(), mask)
+        if self.sim is not None:
+            nodes = region_features(features, boxes, mask, spatial_scale=self.spatial_scale, impl=self.roi_impl)
+            b, t, k, d = nodes.shape
+            x, m = nodes.reshape(b, t * k, d), mask.reshape(b, t * k)
+            out["sim"] = similarity_graph(self.sim.phi[0](x), self.sim.phi_prime[0](x), m)
+        return out
+
     def forward_nodes(self, nodes: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:
         """nodes (Tensor[B, T', K, d]), boxes (Tensor[B, T', K, 4]), mask -> Tensor[B, d]."""
         b, t, k, d = nodes.shape

@@ -1,0 +1,53 @@
+"""``strg visualize CONFIG``: a PNG of one video's prediction and its region graph (Fig. 3, 4)."""
+
+from __future__ import annotations
+
+import argparse
+
+from strg.errors import DataError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a run's config.yaml (or any training config)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    parser.add_argument("--checkpoint", help="checkpoint file or run folder (default: untrained weights)")
+    parser.add_argument("--video-id", help="video to show (default: the split's first video)")
+    parser.add_argument("--split", help="split to take the video from (default: eval.split)")
+    parser.add_argument("--clip", type=int, default=None, help="which test clip of the video (default: the middle one)")
+    parser.add_argument("--query", help="query node as FRAME,BOX on the feature frames (default: the middle frame's best box)")
+    parser.add_argument("--frames", type=int, default=8, help="feature frames to draw (default 8)")
+    parser.add_argument("--out", default="strg-visualize.png", help="PNG file to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    from strg.config import load_config
+    from strg.engine import checkpoint as ckpt_lib
+    from strg.engine.trainer import from_config
+    from strg.engine.datasets import build_dataset
+    from strg.config import DATA_KEYS
+    from strg.visualize import draw, explain
+
+    cfg = load_config(args.config, args.overrides)
+    split = args.split or cfg["eval"]["split"] or cfg["data"].get("train_split", "train")
+    cfg["eval"]["split"] = None  # the dataset is built below, for the chosen split only
+    built = from_config(cfg, source=args.config)
+    model = built["model"]
+    if args.checkpoint:
+        path = ckpt_lib.resolve_init(args.checkpoint)
+        ckpt_lib.load_model_state(model, ckpt_lib.load_checkpoint(path), path)
+    options = {k: v for k, v in cfg["data"].items() if k not in DATA_KEYS}
+    dataset = build_dataset(cfg["data"]["kind"], split=split, training=False, options=options, source=args.config)
+    ids = [v.video_id for v in dataset.videos]
+    video = args.video_id if args.video_id is not None else ids[0]
+    if video not in ids:
+        raise DataError(f"{args.config}: no video {video!r} in split {split!r} ({len(ids)} videos)")
+    per_video = len(dataset) // len(ids)
+    clip = per_video // 2 if args.clip is None else args.clip
+    item = dataset[ids.index(video) * per_video + clip]
+    if item is None:
+        raise DataError(f"video {video!r} could not be read (see the warning above)")
+    query = tuple(int(v) for v in args.query.split(",")) if args.query else None
+    ex = explain(model, item, list(dataset.classes), multi_label=bool(dataset.multi_label), query=query)
+    path = draw(ex, args.out, max_frames=args.frames)
+    print(f"{path}: video {video}, predicted {', '.join(f'{n} {s:.2f}' for n, s in ex.top5[:3])}")
+    return 0
