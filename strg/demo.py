@@ -52,7 +52,7 @@ class Preset:
 
 PRESETS = {
     "default": Preset(num_videos=2000, frames=16, size=64, width=8, stage_blocks=(1, 1, 1, 1), dim=32,
-                      gcn_layers=3, max_boxes=8, backbone_iters=1000, graph_iters=300, joint_iters=0,
+                      gcn_layers=3, max_boxes=8, backbone_iters=800, graph_iters=250, joint_iters=0,
                       batch_size=16, base_lr=0.02, num_workers=1),
     "quick": Preset(num_videos=300, frames=16, size=48, width=4, stage_blocks=(1, 1, 1, 1), dim=16,
                     gcn_layers=2, max_boxes=6, backbone_iters=40, graph_iters=15, joint_iters=0,
@@ -214,7 +214,7 @@ def _report_md(report: dict, table: str) -> str:
             f"blocks {p['stage_blocks']}, d = {p['dim']}), {p['frames']} frames of {p['size']} px, "
             f"{p['max_boxes']} proposals per frame. Region variants start from the I3D run with the I3D "
             f"frozen (stage `graph`, paper section 6.1).\n\n"
-            f"| run | stage | iterations | final train loss | seconds |\n| --- | --- | ---: | ---: | ---: |\n{runs}\n\n"
+            f"| run | stage | iterations | train loss (last batch) | seconds |\n| --- | --- | ---: | ---: | ---: |\n{runs}\n\n"
             f"![learning curves](curves.png)\n\nEach run's folder `runs/<run>/` holds its config.yaml, "
             f"metrics.jsonl and log.txt. Total time {_fmt_time(report['seconds'])} "
             f"(data {_fmt_time(report['data_seconds'])}).\n")
