@@ -39,6 +39,21 @@ class InflationReport:
         )
 
 
+def _load_state(path: str, wrappers: tuple[str, ...]) -> dict:
+    """torch.load a weights file on the CPU (tensors only), unwrapping the first of ``wrappers``
+    found (e.g. ``state_dict``); CheckpointError naming the file when it is missing or unreadable."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({e})") from e
+    for key in wrappers:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            return obj[key]
+    return obj
+
+
 def load_resnet2d_state_dict(source: str | os.PathLike, *, depth: int = 50) -> dict[str, Tensor]:
     """A torchvision ResNet-50/101 state dict from a file, or ``"torchvision"`` for its weights.
 
@@ -56,14 +71,7 @@ def load_resnet2d_state_dict(source: str | os.PathLike, *, depth: int = 50) -> d
                 f"them on a machine with internet and pass the .pth file path instead"
             ) from e
     path = os.fspath(source)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such weights file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({e})") from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    state = _load_state(path, ("state_dict",))
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors (torchvision ResNet keys)")
     return state
@@ -209,16 +217,7 @@ def load_i3d_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> tuple[s
     path = os.fspath(path)
     if path.endswith(".pkl"):
         raise CheckpointError(f"{path}: Caffe2 .pkl checkpoints are not supported; convert it to PySlowFast format first")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
-    for key in ("model_state", "state_dict", "model"):  # PySlowFast, mmaction2, strg
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-            ckpt = ckpt[key]
-            break
+    ckpt = _load_state(path, ("model_state", "state_dict", "model"))  # PySlowFast, mmaction2, strg
     state, fmt, unused = convert_i3d_checkpoint(ckpt)
     if fmt == "strg":
         state = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in state.items()}
