@@ -196,7 +196,7 @@ def read_charades_labels(csv_path, num_classes: int = 157) -> tuple[list[str], n
 
     Returns:
         (ids in file order, labels (array[N, num_classes]) 0/1). ``actions`` holds
-        ``cXXX start end`` triples joined by ``;`` and may be empty.
+        ``cNNN start end`` triples joined by ``;`` and may be empty.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -217,7 +217,7 @@ def read_charades_labels(csv_path, num_classes: int = 157) -> tuple[list[str], n
                 parts = triple.split()
                 m = _CLASS_RE.match(parts[0]) if parts else None
                 if m is None or len(parts) != 3:
-                    raise DataError(f"{csv_path}:{line}: video {vid}: bad action {triple!r} (expected 'cXXX start end')")
+                    raise DataError(f"{csv_path}:{line}: video {vid}: bad action {triple!r} (expected 'cNNN start end')")
                 c = int(m.group(1))
                 if c >= num_classes:
                     raise DataError(f"{csv_path}:{line}: video {vid}: class c{c:03d} but only {num_classes} classes")
