@@ -333,7 +333,13 @@ def train(
                     sync = a == accum - 1 or not info.enabled
                     with (nullcontext() if sync else model.no_sync()):
                         if "clips" not in batch:  # every item of this micro-batch was skipped
-                            loss = sum(p.sum() for p in params) * 0.0  # keeps DDP's gradient sync in step
+                            if info.enabled:  # no forward: DDP would skip this rank's all-reduce
+                                raise StrgError(
+                                    f"iteration {it + 1}: every item of a micro-batch was skipped; under DDP that "
+                                    "desynchronises the processes. strg's datasets replace bad videos in training; "
+                                    "a custom dataset must not return None while training"
+                                )
+                            loss = sum(p.sum() for p in params) * 0.0  # one process: a no-op step
                         else:
                             batch = to_device(batch, device)
                             with autocast_context(device, amp):
