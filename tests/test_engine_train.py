@@ -12,13 +12,7 @@ from strg.engine.datasets import build_random_dataset
 from strg.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two busy cores: one intra-op thread is faster and deterministic."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(name="joint_gcn_r50", **train):
