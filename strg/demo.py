@@ -51,11 +51,12 @@ class Preset:
 
 
 PRESETS = {
-    "default": Preset(num_videos=2000, frames=16, size=64, width=8, stage_blocks=(1, 1, 1, 1), dim=32,
-                      gcn_layers=3, max_boxes=8, backbone_iters=800, graph_iters=250, joint_iters=0,
+    # dim: the paper reduces 2048 -> 512 (4x); the demo's res5 has 32 * width = 256 channels -> 64
+    "default": Preset(num_videos=3000, frames=16, size=64, width=8, stage_blocks=(1, 1, 1, 1), dim=64,
+                      gcn_layers=3, max_boxes=8, backbone_iters=700, graph_iters=150, joint_iters=200,
                       batch_size=16, base_lr=0.02, num_workers=1),
     "quick": Preset(num_videos=300, frames=16, size=48, width=4, stage_blocks=(1, 1, 1, 1), dim=16,
-                    gcn_layers=2, max_boxes=6, backbone_iters=40, graph_iters=15, joint_iters=0,
+                    gcn_layers=2, max_boxes=6, backbone_iters=40, graph_iters=15, joint_iters=10,
                     batch_size=8, base_lr=0.01, num_workers=0),
 }
 
@@ -94,8 +95,15 @@ def run_config(preset: Preset, head: str, *, data_root: str, variant: str, seed:
 
 
 def _plan(preset: Preset) -> list[dict]:
-    """The runs in order: (name, head, stage, init run, iterations)."""
+    """The runs in order: (name, head, stage, init run, iterations).
+
+    Section 6.1: the I3D first (stage ``backbone``); each region variant from it with the I3D
+    frozen (stage ``graph``), then end to end (stage ``joint``, lr x 0.1). So that every row's
+    backbone gets the same number of updates, the I3D row is fine-tuned for the same ``joint``
+    iterations with the same schedule (``i3d_joint``)."""
     runs = [{"name": "i3d", "head": "i3d", "stage": "backbone", "init": None, "iters": preset.backbone_iters}]
+    if preset.joint_iters:
+        runs.append({"name": "i3d_joint", "head": "i3d", "stage": "joint", "init": "i3d", "iters": preset.joint_iters})
     for head, _ in ROWS[1:]:
         runs.append({"name": f"{head}_graph", "head": head, "stage": "graph", "init": "i3d",
                      "iters": preset.graph_iters})
@@ -105,8 +113,15 @@ def _plan(preset: Preset) -> list[dict]:
     return runs
 
 
+def _row_run(head: str, preset: Preset) -> str:
+    """The run whose metrics are the table's row for ``head``."""
+    if head == "i3d":
+        return "i3d_joint" if preset.joint_iters else "i3d"
+    return head if preset.joint_iters else f"{head}_graph"
+
+
 def _fmt_time(s: float) -> str:
-    s = int(round(s))
+    s = round(s)
     return f"{s // 60}:{s % 60:02d}"
 
 
@@ -160,7 +175,7 @@ def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, s
             shutil.rmtree(run_dir)
         left = ""
         if rate:  # time left from the measured speed; an unmeasured stage ~ 0.8 x the backbone's
-            guess = lambda r: rate.get(r["stage"], 0.8 * rate.get("backbone", 0.0))  # noqa: E731
+            guess = lambda r: rate.get(r["stage"], 0.8 * rate.get("backbone", 0.0))
             left = f", about {_fmt_time(sum(r['iters'] * guess(r) for r in plan[k:]))} left"
         say(f"\n[{k + 1}/{len(plan)}] {run['name']}: stage {run['stage']}, {run['iters']} iterations"
             f"{' from ' + run['init'] if run['init'] else ''} (elapsed {_fmt_time(time.time() - t_start)}{left})")
@@ -177,17 +192,20 @@ def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, s
     multi = variant == "charades"
     rows = []
     for head, label in ROWS:
-        name = "i3d" if head == "i3d" else (head if preset.joint_iters else f"{head}_graph")
+        name = _row_run(head, preset)
         r = results[name]
         row = {"name": head, "label": label, "run": name}
         row.update({"mAP": r["mAP"], "wAP": r["wAP"]} if multi else {"top1": r["top1"], "top5": r["top5"]})
         rows.append(row)
-    report = {"rows": rows, "runs": results, "preset": asdict(preset), "variant": variant, "seed": seed,
+    per_class = None if multi else per_class_accuracy(rows, runs_dir, str(data_root))
+    report = {"rows": rows, "runs": results, "per_class": per_class, "preset": asdict(preset), "variant": variant, "seed": seed,
               "data": str(data_root), "data_seconds": round(t_data, 1),
               "seconds": round(time.time() - t_start, 1)}
     table = format_table(rows, multi)
     _write(out / "results.json", json.dumps(report, indent=1) + "\n")
     plot_curves(plan, runs_dir, out / "curves.png", multi)
+    if per_class is not None:
+        plot_per_class(per_class, rows, out / "per_class.png")
     _write(out / "report.md", _report_md(report, table))
     say("\n" + table)
     say(f"\nreport: {out / 'report.md'} (total {_fmt_time(report['seconds'])})")
@@ -205,17 +223,83 @@ def format_table(rows: list[dict], multi_label: bool) -> str:
     return "\n".join(lines)
 
 
+def per_class_accuracy(rows: list[dict], runs_dir: Path, data_root: str) -> dict:
+    """Top-1 accuracy per class of each row's run, from its ``predictions_val.txt``.
+
+    Returns ``{"classes": [names], "videos": [count per class], "<row name>": [percent per class]}``.
+    """
+    import numpy as np
+
+    from strg.data import build_dataset
+    from strg.metrics import read_submission
+
+    val = build_dataset("something_v2", split="val", training=False, root=data_root)
+    truth = {rec.video_id: rec.label for rec in val.videos}
+    num = len(val.classes)
+    out: dict = {"classes": list(val.classes), "videos": np.bincount(list(truth.values()), minlength=num).tolist()}
+    for row in rows:
+        ids, scores = read_submission(runs_dir / row["run"] / "predictions_val.txt")
+        labels = np.array([truth[i] for i in ids])
+        hit = scores.argmax(1) == labels
+        out[row["name"]] = [round(100.0 * float(hit[labels == c].mean()), 1) if (labels == c).any() else None
+                            for c in range(num)]
+    return out
+
+
+def format_per_class(per_class: dict, rows: list[dict]) -> str:
+    """A markdown table: one line per class, one column per Table 2a row."""
+    head = "| class | videos | " + " | ".join(r["label"] for r in rows) + " |"
+    lines = [head, "| --- | ---: |" + " ---: |" * len(rows)]
+    for c, name in enumerate(per_class["classes"]):
+        cells = ["-" if per_class[r["name"]][c] is None else f"{per_class[r['name']][c]:.0f}" for r in rows]
+        lines.append(f"| {name} | {per_class['videos'][c]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_per_class(per_class: dict, rows: list[dict], path: Path) -> None:
+    """Grouped horizontal bars: accuracy of each row on each class (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = per_class["classes"]
+    n, k = len(classes), len(rows)
+    fig, ax = plt.subplots(figsize=(8, 0.55 * n * max(1, k / 4) + 1))
+    height = 0.8 / k
+    for j, row in enumerate(rows):
+        values = [v if v is not None else 0.0 for v in per_class[row["name"]]]
+        ax.barh([i + (j - (k - 1) / 2) * height for i in range(n)], values, height=height, label=row["label"])
+    ax.set_yticks(range(n))
+    ax.set_yticklabels(classes, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("validation top-1 accuracy of the class (%)")
+    ax.set_xlim(0, 100)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    _save_figure(fig, path)
+
+
 def _report_md(report: dict, table: str) -> str:
     p = report["preset"]
-    runs = "\n".join(f"| {n} | {r['stage']} | {r['iteration']} | {r['train_loss']:.3f} | {r['seconds']} |"
+    score = (lambda r: f"{100 * r['mAP']:.1f}") if report["variant"] == "charades" else (lambda r: f"{100 * r['top1']:.1f}")
+    runs = "\n".join(f"| {n} | {r['stage']} | {r['iteration']} | {r['train_loss']:.3f} | {score(r)} | {r['seconds']} |"
                      for n, r in report["runs"].items())
     return (f"# strg demo ({report['variant']}, seed {report['seed']})\n\n{table}\n\n"
             f"Validation videos of the synthetic data in `{report['data']}`; small I3D (width {p['width']}, "
             f"blocks {p['stage_blocks']}, d = {p['dim']}), {p['frames']} frames of {p['size']} px, "
             f"{p['max_boxes']} proposals per frame. Region variants start from the I3D run with the I3D "
-            f"frozen (stage `graph`, paper section 6.1).\n\n"
-            f"| run | stage | iterations | train loss (last batch) | seconds |\n| --- | --- | ---: | ---: | ---: |\n{runs}\n\n"
-            f"![learning curves](curves.png)\n\nEach run's folder `runs/<run>/` holds its config.yaml, "
+            f"frozen (stage `graph`, {p['graph_iters']} iterations, paper section 6.1)"
+            + (f", then train end to end (stage `joint`, {p['joint_iters']} iterations at 0.1x the learning rate); "
+               f"the I3D row is the I3D fine-tuned for the same {p['joint_iters']} iterations, so that every "
+               f"backbone gets the same number of updates" if p["joint_iters"] else "")
+            + ".\n\n"
+            f"| run | stage | iterations | train loss (last batch) | {'mAP' if report['variant'] == 'charades' else 'top-1'} | seconds |\n"
+            f"| --- | --- | ---: | ---: | ---: | ---: |\n{runs}\n\n"
+            f"![learning curves](curves.png)\n\n"
+            + (f"## Per class (validation top-1, %)\n\n{format_per_class(report['per_class'], report['rows'])}\n\n"
+               f"![per-class accuracy](per_class.png)\n\n" if report.get("per_class") else "")
+            + f"Each run's folder `runs/<run>/` holds its config.yaml, "
             f"metrics.jsonl and log.txt. Total time {_fmt_time(report['seconds'])} "
             f"(data {_fmt_time(report['data_seconds'])}).\n")
 
@@ -244,6 +328,13 @@ def plot_curves(plan: list[dict], runs_dir: Path, path: Path, multi_label: bool)
     ax.set_ylabel("training loss (" + ("BCE" if multi_label else "cross-entropy") + ")")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as a PNG atomically, and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)

@@ -19,19 +19,31 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
         line = next(l for l in table.splitlines() if l.startswith(f"| {label} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert all(0.0 <= float(c) <= 100.0 for c in cells[1:])
-    assert "[5/5] joint_gcn_graph" in out  # the progress display names each run
+    assert "[9/10] joint_gcn_graph" in out and "[10/10] joint_gcn" in out  # the progress display names each run
 
     report = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert [r["name"] for r in report["rows"]] == [h for h, _ in ROWS]
     assert (tmp_path / "demo" / "curves.png").stat().st_size > 1000
+    assert (tmp_path / "demo" / "per_class.png").stat().st_size > 1000
+    # per-class accuracies, weighted by the videos of each class, give back each row's top-1
+    per_class = report["per_class"]
+    assert len(per_class["classes"]) == 10 and sum(per_class["videos"]) == report["runs"]["i3d"]["num_videos"]
+    for row in report["rows"]:
+        weighted = sum(a * n for a, n in zip(per_class[row["name"]], per_class["videos"]) if a is not None)
+        assert weighted / sum(per_class["videos"]) == pytest.approx(100 * row["top1"], abs=0.1)
     md = (tmp_path / "demo" / "report.md").read_text()
     assert format_table(report["rows"], multi_label=False) in md
-    for run in ("i3d", "proposal_avgpool_graph", "joint_gcn_graph"):
+    for run in ("i3d", "i3d_joint", "proposal_avgpool_graph", "proposal_avgpool", "joint_gcn_graph", "joint_gcn"):
         run_dir = tmp_path / "demo" / "runs" / run
         assert (run_dir / "config.yaml").exists() and (run_dir / "metrics.jsonl").exists()
-    # the graph runs started from the I3D run, with the backbone frozen (paper section 6.1)
-    log = (tmp_path / "demo" / "runs" / "st_gcn_graph" / "log.txt").read_text()
-    assert "stage graph" in log and "runs/i3d" in log
+    # the graph runs started from the I3D run, with the backbone frozen (paper section 6.1), then
+    # trained end to end from there; the I3D row is the I3D fine-tuned for as many iterations
+    runs = tmp_path / "demo" / "runs"
+    log = (runs / "st_gcn_graph" / "log.txt").read_text()
+    assert "stage graph" in log and "runs/i3d" in log and "frozen 0 " not in log
+    assert "stage joint" in (runs / "st_gcn" / "log.txt").read_text() and "runs/st_gcn_graph" in (runs / "st_gcn" / "log.txt").read_text()
+    assert report["rows"][0]["run"] == "i3d_joint" and report["rows"][-1]["run"] == "joint_gcn"
+    assert report["runs"]["i3d_joint"]["iteration"] == report["runs"]["joint_gcn"]["iteration"] == PRESETS["quick"].joint_iters
     # the data is cached: a second call reuses it (same manifest, no rendering)
     manifest = json.loads(next((tmp_path / "demo" / "data").glob("*/synth.json")).read_text())
     assert manifest["settings"]["num_videos"] == PRESETS["quick"].num_videos
