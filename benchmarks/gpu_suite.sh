@@ -14,7 +14,8 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" | tee -a "$OUT/gpu.txt"
 run() { local name=$1; shift; echo "=== $name: $*"; timeout "${LIMIT:-150}" "$@" 2>&1 | tail -n 25 | tee "$OUT/$name.txt"; }
-run model_bf16_b8 python3 benchmarks/bench_model.py --device cuda --batch 8 --dtype bfloat16 --repeats 5
+run model_bf16_b8 python3 benchmarks/bench_model.py --device cuda --batch 8 --dtype bfloat16 --repeats 5 --compile
+run roi_bf16_b8 python3 benchmarks/bench_roi.py --device cuda --batch 8 --dtype bfloat16
 run model_fp32_b2 python3 benchmarks/bench_model.py --device cuda --batch 2 --dtype float32 --repeats 5
 run train python3 benchmarks/bench_train.py --device cuda --quick
 run proposals python3 benchmarks/bench_proposals.py --device cuda --quick --end-to-end

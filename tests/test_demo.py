@@ -1,8 +1,10 @@
-"""`strg demo --quick` end to end: data, five runs through the engine, the table and the report."""
+"""`strg demo --quick` end to end (data, the ten runs of the stage-wise plan through the engine,
+the table and the report), and the plan, the table rows and the per-class accuracies alone."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -40,7 +42,9 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
     # trained end to end from there; the I3D row is the I3D fine-tuned for as many iterations
     runs = tmp_path / "demo" / "runs"
     log = (runs / "st_gcn_graph" / "log.txt").read_text()
-    assert "stage graph" in log and "runs/i3d" in log and "frozen 0 " not in log
+    assert "stage graph" in log and "runs/i3d" in log
+    assert int(re.search(r"frozen (\d+) parameter tensors", log).group(1)) > 0
+    assert int(re.search(r"frozen (\d+) parameter tensors", (runs / "st_gcn" / "log.txt").read_text()).group(1)) == 0
     assert "stage joint" in (runs / "st_gcn" / "log.txt").read_text() and "runs/st_gcn_graph" in (runs / "st_gcn" / "log.txt").read_text()
     assert report["rows"][0]["run"] == "i3d_joint" and report["rows"][-1]["run"] == "joint_gcn"
     assert report["runs"]["i3d_joint"]["iteration"] == report["runs"]["joint_gcn"]["iteration"] == PRESETS["quick"].joint_iters
@@ -73,9 +77,55 @@ def test_unknown_preset_key_is_refused(tmp_path):
 def test_same_seed_same_table(tmp_path):
     from strg.demo import run_demo
 
-    tiny = {"num_videos": 30, "backbone_iters": 3, "graph_iters": 2}
+    tiny = {"num_videos": 30, "backbone_iters": 3, "graph_iters": 2, "joint_iters": 1}
     data = tmp_path / "data"
     a = run_demo(tmp_path / "a", quick=True, seed=5, data_dir=data, overrides=tiny, progress=False)
     b = run_demo(tmp_path / "b", quick=True, seed=5, data_dir=data, overrides=tiny, progress=False)
     assert a["rows"] == b["rows"]
     assert a["runs"]["i3d"]["train_loss"] == b["runs"]["i3d"]["train_loss"]
+
+
+def test_plan_and_table_rows():
+    """With a joint stage: 10 runs, each region run from its graph run, the I3D row fine-tuned
+    alike; without: 5 runs, the rows are the graph runs and the I3D run itself."""
+    from dataclasses import replace
+
+    from strg.demo import _plan, _row_run
+
+    preset = PRESETS["default"]
+    plan = {r["name"]: r for r in _plan(preset)}
+    assert len(plan) == 10 and plan["i3d"]["init"] is None
+    assert plan["i3d_joint"]["init"] == "i3d" and plan["i3d_joint"]["iters"] == preset.joint_iters
+    assert plan["sim_gcn"]["init"] == "sim_gcn_graph" and plan["sim_gcn_graph"]["init"] == "i3d"
+    assert [_row_run(h, preset) for h, _ in ROWS] == ["i3d_joint", "proposal_avgpool", "st_gcn", "sim_gcn", "joint_gcn"]
+    no_joint = replace(preset, joint_iters=0)
+    assert [r["name"] for r in _plan(no_joint)] == ["i3d"] + [f"{h}_graph" for h, _ in ROWS[1:]]
+    assert [_row_run(h, no_joint) for h, _ in ROWS] == ["i3d"] + [f"{h}_graph" for h, _ in ROWS[1:]]
+
+
+def test_per_class_accuracy_counts_missing_videos_as_wrong(tmp_path):
+    """Per-class accuracies from the predictions files; a video left out of the predictions (it
+    could not be read) is a miss, as in the engine's top-1."""
+    import numpy as np
+
+    from strg.data import build_dataset
+    from strg.demo import per_class_accuracy
+    from strg.metrics import write_submission
+    from strg.synth import generate_dataset
+
+    root = tmp_path / "data"
+    generate_dataset(root, seed=3, num_videos=40, frames=8, size=32, variant="something", progress=False)
+    val = build_dataset("something_v2", split="val", training=False, root=str(root))
+    labels = [rec.label for rec in val.videos]
+    ids = [rec.video_id for rec in val.videos]
+    perfect = np.eye(len(val.classes))[labels]  # every video right
+    write_submission(tmp_path / "runs" / "a" / "predictions_val.txt", ids, perfect)
+    write_submission(tmp_path / "runs" / "b" / "predictions_val.txt", ids[1:], perfect[1:])  # first missing
+    rows = [{"name": "x", "run": "a"}, {"name": "y", "run": "b"}]
+    out = per_class_accuracy(rows, tmp_path / "runs", str(root))
+    counts = np.bincount(labels, minlength=len(val.classes))
+    assert out["videos"] == counts.tolist()
+    assert out["x"] == [100.0 if n else None for n in counts]
+    missed = labels[0]
+    assert out["y"][missed] == round(100.0 * (counts[missed] - 1) / counts[missed], 1)
+    assert all(out["y"][c] == out["x"][c] for c in range(len(counts)) if c != missed)

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="small preset, about 2 minutes on 2 CPU cores (CI smoke test)")
+    parser.add_argument("--quick", action="store_true", help="small preset, about 20 s on 2 CPU cores (CI smoke test)")
     parser.add_argument("--out", default="strg-demo", help="report folder (default ./strg-demo)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed; the same seed gives the same table")
     parser.add_argument("--variant", choices=("something", "charades"), default="something",

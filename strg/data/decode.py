@@ -127,9 +127,11 @@ class PyAVSource(FrameSource):
         self.path = str(path)
         self._av = av
         # One colour converter for all frames of the video: ``frame.to_ndarray(format="rgb24")``
-        # builds a new swscale context for every frame, which costs 10x the decoding itself on
-        # small frames (7 ms vs 0.76 ms per 64x64 VP9 frame on the CPU sandbox; same pixels).
+        # builds a new swscale context for every frame, which costs far more than decoding
+        # small frames (docs/data.md, "Decoding"; the same pixels either way). One scaling
+        # thread, like the decoder: parallelism comes from DataLoader workers.
         self._reformatter = VideoReformatter()
+        self._rgb = {"format": "rgb24", "threads": 1}
         if not os.path.isfile(self.path):
             raise DataError(f"{self.path}: video file not found")
         try:
@@ -248,7 +250,7 @@ class PyAVSource(FrameSource):
                             continue
                         self._frames_iter = None  # the wanted frame never came out of the decoder
                         raise DataError(f"{self.path}: frame {int(i)} is missing from the decoded stream")
-                rgb = self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+                rgb = self._to_rgb(frame)
                 if rgb.shape[:2] != (self.height, self.width):
                     raise DataError(f"{self.path}: frame {int(i)} changes size to {rgb.shape[1]}x{rgb.shape[0]}")
                 out[j] = rgb
@@ -256,6 +258,15 @@ class PyAVSource(FrameSource):
             self._frames_iter = None
             raise DataError(f"{self.path}: decoding failed near frame {int(i)} ({e})") from e
         return torch.from_numpy(out)
+
+    def _to_rgb(self, frame) -> np.ndarray:
+        try:
+            return self._reformatter.reformat(frame, **self._rgb).to_ndarray()
+        except TypeError:  # an older PyAV without the `threads` argument
+            if "threads" not in self._rgb:
+                raise
+            del self._rgb["threads"]
+            return self._reformatter.reformat(frame, **self._rgb).to_ndarray()
 
     def close(self) -> None:
         container = getattr(self, "_container", None)

@@ -16,8 +16,9 @@ Two implementations of the same RoIAlign (``aligned=True``, torchvision's sampli
   and the 7x7 max-pool behind it are most of the graph head's time (BENCHMARKS.md). It computes
   dense products over the whole (small: 14x14) map, so its FLOPs are higher than RoIAlign's
   (3.9 GMAC per clip at 16 frames x 50 boxes x 512 channels). Doing the rows and the columns in
-  two products (0.8 GMAC) was slower on the CPU (235 vs 170 ms forward + backward): its
-  (K*7 x H*C) intermediate per frame costs more memory traffic than the dense product's FLOPs.
+  two products (0.8 GMAC) was slower on the CPU (215 vs 164 ms forward + backward,
+  ``benchmarks/bench_roi.py``): its (K*7 x H*C) intermediate per frame costs more memory traffic
+  than the dense product's FLOPs.
 """
 
 from __future__ import annotations
