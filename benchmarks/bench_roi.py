@@ -30,19 +30,14 @@ import time
 import torch
 import torch.nn.functional as F
 
-from strg.models.region import _axis_weights, region_features
+from strg.models.region import bilinear_weights, region_features
 
 
-def _weights(boxes, h, w, spatial_scale=1 / 16, out=7):
-    """Row and column weights (B, T, K, 7, H) and (B, T, K, 7, W), as the library computes them."""
-    x1, y1, x2, y2 = (boxes.float() * spatial_scale - 0.5).unbind(-1)
-    height, width = y2 - y1, x2 - x1
-    mgy, mgx = math.ceil(h / out), math.ceil(w / out)
-    gy = torch.ceil(height / out).long().clamp(1, mgy)
-    gx = torch.ceil(width / out).long().clamp(1, mgx)
-    rows = _axis_weights(y1, height, h, out, gy, mgy) / (gy * gx).float()[..., None, None]
-    cols = _axis_weights(x1, width, w, out, gx, mgx)
-    return rows, cols, mgy + 1, mgx + 1
+def _weights(boxes, h, w):
+    """Row and column weights of the library (strg.models.region.bilinear_weights) and the
+    window that holds every nonzero weight of a bin along each axis."""
+    rows, cols = bilinear_weights(boxes, (h, w), spatial_scale=1 / 16)
+    return rows, cols, math.ceil(h / 7) + 1, math.ceil(w / 7) + 1
 
 
 def separable(features, boxes):

@@ -150,8 +150,31 @@ def roi_align_matmul(
     """
     b, c, t, h, w = features.shape
     k = boxes.shape[2]
+    rows, cols = bilinear_weights(boxes, (h, w), output_size=output_size, spatial_scale=spatial_scale,
+                                  sampling_ratio=sampling_ratio)
+    weights = rows[..., :, None, :, None] * cols[..., None, :, None, :]  # (B, T, K, 7, 7, H, W)
+    weights = weights.reshape(b * t, k * output_size**2, h * w).to(features.dtype)
+    frames = features.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)  # (B*T, H*W, C)
+    pooled = torch.bmm(weights, frames)  # (B*T, K*49, C)
+    return pooled.reshape(b, t, k, output_size**2, c)
+
+
+def bilinear_weights(
+    boxes: Tensor, size: tuple[int, int], *, output_size: int = 7, spatial_scale: float, sampling_ratio: int = 0
+) -> tuple[Tensor, Tensor]:
+    """The separable RoIAlign weights (aligned=True) of every box on an H x W map.
+
+    Args:
+        boxes (Tensor[..., 4]): x1, y1, x2, y2 in input pixels.
+        size: (H, W) of the feature map.
+
+    Returns:
+        rows (Tensor[..., 7, H]), cols (Tensor[..., 7, W]): bin (p, q) of a box is
+        ``rows[p] @ F @ cols[q]`` for a map F (H x W); rows carry the 1 / (samples per bin).
+    """
+    h, w = size
     coords = boxes.to(torch.promote_types(boxes.dtype, torch.float32)) * spatial_scale - 0.5  # aligned: centres at +0.5
-    x1, y1, x2, y2 = coords.unbind(-1)  # (B, T, K) each
+    x1, y1, x2, y2 = coords.unbind(-1)  # (...) each
     height, width = y2 - y1, x2 - x1
     max_gy, max_gx = max(1, math.ceil(h / output_size)), max(1, math.ceil(w / output_size))
     if sampling_ratio > 0:
@@ -161,11 +184,7 @@ def roi_align_matmul(
     else:
         gy = torch.ceil(height / output_size).long().clamp(1, max_gy)
         gx = torch.ceil(width / output_size).long().clamp(1, max_gx)
-    rows = _axis_weights(y1, height, h, output_size, gy, max_gy)  # (B, T, K, 7, H)
-    cols = _axis_weights(x1, width, w, output_size, gx, max_gx)  # (B, T, K, 7, W)
+    rows = _axis_weights(y1, height, h, output_size, gy, max_gy)  # (..., 7, H)
+    cols = _axis_weights(x1, width, w, output_size, gx, max_gx)  # (..., 7, W)
     rows = rows / (gy * gx).to(rows.dtype)[..., None, None]  # the average over the samples
-    weights = rows[..., :, None, :, None] * cols[..., None, :, None, :]  # (B, T, K, 7, 7, H, W)
-    weights = weights.reshape(b * t, k * output_size**2, h * w).to(features.dtype)
-    frames = features.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)  # (B*T, H*W, C)
-    pooled = torch.bmm(weights, frames)  # (B*T, K*49, C)
-    return pooled.reshape(b, t, k, output_size**2, c)
+    return rows, cols
