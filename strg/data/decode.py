@@ -121,7 +121,6 @@ class PyAVSource(FrameSource):
 
     def __init__(self, path: str, *, threads: int = 1) -> None:
         import av  # imported here so that `import strg.data` stays light
-
         from av.video.reformatter import VideoReformatter
 
         self.path = str(path)
