@@ -92,7 +92,7 @@ def test_plan_and_table_rows():
 
     from strg.demo import _plan, _row_run
 
-    preset = PRESETS["default"]
+    preset = replace(PRESETS["default"], joint_iters=200)
     plan = {r["name"]: r for r in _plan(preset)}
     assert len(plan) == 10 and plan["i3d"]["init"] is None
     assert plan["i3d_joint"]["init"] == "i3d" and plan["i3d_joint"]["iters"] == preset.joint_iters
