@@ -100,7 +100,7 @@ def _plan(preset: Preset) -> list[dict]:
     """The runs in order: (name, head, stage, init run, iterations).
 
     Section 6.1: the I3D first (stage ``backbone``); each region variant from it with the I3D
-    frozen (stage ``graph``), then end to end (stage ``joint``, lr x 0.1). So that every row's
+    frozen (stage ``graph``), then, when ``joint_iters`` > 0, end to end (stage ``joint``, lr x 0.1). So that every row's
     backbone gets the same number of updates, the I3D row is fine-tuned for the same ``joint``
     iterations with the same schedule (``i3d_joint``)."""
     runs = [{"name": "i3d", "head": "i3d", "stage": "backbone", "init": None, "iters": preset.backbone_iters}]
