@@ -1,4 +1,4 @@
-"""Region features alone (RoIAlign 7x7 + max-pool), forward + backward, in four forms.
+"""Region features alone (RoIAlign 7x7 + max-pool), forward + backward, in five forms.
 
     python benchmarks/bench_roi.py                    # CPU, paper configuration
     python benchmarks/bench_roi.py --device cuda --dtype bfloat16 --batch 8
@@ -7,14 +7,16 @@ Paper configuration: 16 feature frames of 14 x 14 x 512 (the reduced res5 map of
 224 clip), 50 boxes per frame. The forms, all giving the same values (checked here in float64):
 
 * ``roi_align``: torchvision's kernel (``region_features(..., impl="roi_align")``).
-* ``matmul``: the default, one (K*49 x H*W) @ (H*W x C) product per frame
+* ``sparse``: the default on the CPU, the same weights as one CSR matrix (at most 3 x 3 cells
+  per bin), one sparse product, the max-pool fused with a gather backward (``impl="sparse"``).
+* ``matmul``: the default on other devices, one (K*49 x H*W) @ (H*W x C) product per frame
   (``impl="matmul"``).
 * ``separable``: rows and columns as two products, (K*7 x H) @ (H x W*C) then per box
   (7 x W) @ (W x 7*C): 4.7x fewer FLOPs than ``matmul`` but a (K*7 x W*C) intermediate.
 * ``embedding_bag``: bilinear sampling as a gather of at most 3 x 3 cells per bin with
   per-sample weights (``F.embedding_bag``), the FLOPs of RoIAlign itself.
 
-Only ``roi_align`` and ``matmul`` are in the library; the other two are here to show why not.
+``roi_align``, ``sparse`` and ``matmul`` are in the library; the other two are here to show why not.
 Prints a table and one JSON line.
 """
 
@@ -90,6 +92,7 @@ def main() -> None:
     mask = torch.ones(b, t, k, dtype=torch.bool, device=device)
     forms = {
         "roi_align": lambda f, bx: region_features(f, bx, mask, spatial_scale=1 / 16, impl="roi_align"),
+        "sparse": lambda f, bx: region_features(f, bx, mask, spatial_scale=1 / 16, impl="sparse"),
         "matmul": lambda f, bx: region_features(f, bx, mask, spatial_scale=1 / 16, impl="matmul"),
         "separable": separable,
         "embedding_bag": embedding_bag,

@@ -279,7 +279,7 @@ def test_graph_branches_are_separate_and_summed():
 # ---------------------------------------------------------------- RoIAlign scale
 
 
-@pytest.mark.parametrize("impl", ["roi_align", "matmul"])
+@pytest.mark.parametrize("impl", ["roi_align", "matmul", "sparse"])
 def test_roi_align_reads_the_cell_under_the_box(impl):
     """A signal planted in one feature cell comes back under a box over it (stride 16)."""
     feats = torch.zeros(1, 2, 3, 14, 14)
@@ -496,6 +496,37 @@ def test_roi_align_matmul_equals_torchvision(sampling_ratio):
     r.sum().backward()
     torch.testing.assert_close(a, r)
     torch.testing.assert_close(grad_matmul, feats32.grad)  # the same gradient too
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_align_sparse_equals_torchvision(sampling_ratio):
+    """The sparse RoIAlign + max-pool (values and gradient) against torchvision's kernel followed
+    by the max, in float64: boxes partly and wholly outside the map, boxes larger than the map
+    (whose bins span more cells than the usual 3 x 3 window), empty boxes, padded boxes."""
+    torch.manual_seed(1)
+    b, c, t, h, w, k = 2, 5, 3, 14, 11, 7
+    feats = torch.randn(b, c, t, h, w, dtype=torch.float64)
+    xy = torch.rand(b, t, k, 2, dtype=torch.float64) * torch.tensor([w * 16, h * 16]) * 1.1 - 20
+    boxes = torch.cat([xy, xy + torch.rand(b, t, k, 2, dtype=torch.float64) * 120 + 0.5], dim=-1)
+    boxes[0, 0, 0] = torch.tensor([-300.0, -200.0, 600.0, 500.0])  # far larger than the map
+    boxes[0, 0, 1] = torch.tensor([500.0, 500.0, 520.0, 530.0])  # wholly outside
+    boxes[0, 1, 2] = torch.tensor([40.0, 40.0, 40.0, 40.0])  # empty
+    mask = torch.rand(b, t, k) > 0.2
+    grads = {}
+    outs = {}
+    for impl in ("roi_align", "sparse"):
+        f = feats.clone().requires_grad_(True)
+        outs[impl] = region_features(f, boxes, mask, spatial_scale=1 / 16, impl=impl, sampling_ratio=sampling_ratio)
+        (outs[impl] * torch.linspace(-1, 2, outs[impl].numel(), dtype=torch.float64).reshape(outs[impl].shape)).sum().backward()
+        grads[impl] = f.grad
+    torch.testing.assert_close(outs["sparse"], outs["roi_align"])
+    torch.testing.assert_close(grads["sparse"], grads["roi_align"])
+    assert grads["sparse"].abs().sum() > 0
+    # float32 and bfloat16 features: computed in float32, returned in the input dtype
+    for dtype in (torch.float32, torch.bfloat16):
+        out = region_features(feats.to(dtype), boxes.float(), mask, spatial_scale=1 / 16, impl="sparse", sampling_ratio=sampling_ratio)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.double(), outs["roi_align"].detach(), atol=0.05 if dtype == torch.bfloat16 else 1e-5, rtol=0.02)
 
 
 @pytest.mark.parametrize("sim_per_layer", [False, True])

@@ -106,8 +106,10 @@ class RegionGraphHead(nn.Module):
     Args:
         dim: node feature size d (512 in the paper).
         spatial_scale: feature cells per input pixel for RoIAlign (1/16 for the I3D ResNet).
-        roi_impl: RoIAlign as a batched matrix product (``"matmul"``, default) or torchvision's
-            kernel (``"roi_align"``); same values, see :mod:`strg.models.region`.
+        roi_impl: RoIAlign + max-pool as one sparse product (``"sparse"``), a batched dense
+            matrix product (``"matmul"``), torchvision's kernel (``"roi_align"``), or ``"auto"``
+            (default: sparse on the CPU, matmul elsewhere); same values, see
+            :mod:`strg.models.region`.
         graphs: which branches: ``("sim", "st")`` Joint GCN, ``("sim",)``, ``("st",)``, or ``()``
             for the Proposal + AvgPool row of Table 2a (region features averaged, no GCN).
         num_layers: L (3 in the paper).
@@ -129,11 +131,11 @@ class RegionGraphHead(nn.Module):
         graphs: tuple[str, ...] = ("sim", "st"),
         num_layers: int = 3,
         sim_per_layer: bool = False,
-        roi_impl: str = "matmul",
+        roi_impl: str = "auto",
     ):
         super().__init__()
-        if roi_impl not in ("matmul", "roi_align"):
-            raise ValueError(f"roi_impl must be 'matmul' or 'roi_align', got {roi_impl!r}")
+        if roi_impl not in ("auto", "sparse", "matmul", "roi_align"):
+            raise ValueError(f"roi_impl must be 'auto', 'sparse', 'matmul' or 'roi_align', got {roi_impl!r}")
         self.spatial_scale = spatial_scale
         self.roi_impl = roi_impl
         unknown = set(graphs) - {"sim", "st"}

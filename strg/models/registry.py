@@ -67,7 +67,7 @@ def build_model(
     inflate_from: str | None = None,
     backbone_checkpoint: str | None = None,
     compile_graph_head: bool = False,
-    roi_impl: str = "matmul",
+    roi_impl: str = "auto",
 ) -> STRG:
     """Build a variant by name (see the module docstring) with the paper's settings by default.
 
@@ -94,7 +94,9 @@ def build_model(
         compile_graph_head: ``torch.compile`` the region graph head (RoIAlign, graphs, GCN). On a
             GPU the eager head is bound by the launch overhead of its many small kernels; compiled,
             they fuse (BENCHMARKS.md). Same results; the first batches pay the compilation.
-        roi_impl: ``"matmul"`` (RoIAlign as one batched matrix product, default) or
+        roi_impl: how RoIAlign + the 7x7 max-pool are computed: ``"auto"`` (default:
+            ``"sparse"`` on the CPU, ``"matmul"`` on other devices), ``"sparse"`` (one CSR
+            product, fused max-pool), ``"matmul"`` (one batched dense matrix product) or
             ``"roi_align"`` (torchvision's kernel): the same values (tested), see
             :mod:`strg.models.region`.
     """
