@@ -70,6 +70,8 @@ class TrainConfig:
     log_period: int = 20  # iterations between metrics.jsonl / TensorBoard records
     eval_period: int = 0  # iterations between evaluations on the val split; 0: at the end only
     grad_clip: Optional[float] = None  # max gradient norm (not in the paper)
+    cache_features: bool = False  # stage graph: compute the frozen backbone's output once (small data; engine/feature_cache.py)
+    cache_dir: Optional[str] = None  # with cache_features: save the cache here and reuse it across runs
     num_workers: int = 4  # DataLoader worker processes per rank
     progress: bool = True  # tqdm progress bar (rank 0)
     tensorboard: bool = True  # TensorBoard scalars in <run>/tensorboard (rank 0)

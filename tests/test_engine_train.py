@@ -180,3 +180,50 @@ def test_init_2d_and_backbone_checkpoint_together_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="init_2d would overwrite"):
         train(cfg, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+class Jittered(Interrupting):
+    """Random augmentation: another clip at every read."""
+
+    def __getitem__(self, i):
+        item = dict(self.base[i])
+        item["clip"] = item["clip"] + torch.rand(())
+        return item
+
+
+def test_cache_features_trains_the_graph_stage_as_without(tmp_path):
+    """Stage graph on the cached output of the frozen backbone: the same weights as running it."""
+    base = tiny("i3d_r50", iterations=3)
+    base["model"]["frozen_bn"] = False  # the cache must see the I3D in eval mode, as training does
+    train(base, run_dir=tmp_path / "backbone")
+    out = {}
+    for cache in (False, True):
+        cfg = tiny("joint_gcn_r50", iterations=4, stage="graph", init=str(tmp_path / "backbone"), base_lr=0.5,
+                   cache_features=cache, cache_dir=str(tmp_path / "cache") if cache else None)
+        cfg["model"]["frozen_bn"] = False
+        out[cache] = train(cfg, run_dir=tmp_path / f"graph_{cache}")
+    plain, cached = weights(tmp_path / "graph_False"), weights(tmp_path / "graph_True")
+    moved = [k for k in plain if k.startswith(("graph_head.sim.weights", "graph_head.st.w_front")) and plain[k].abs().sum() > 0]
+    assert moved  # the graph-conv weights (zero at init) were trained, so the comparison means something
+    for k in plain:
+        torch.testing.assert_close(cached[k], plain[k], rtol=1e-4, atol=1e-6)
+    assert out[True]["train_loss"] == pytest.approx(out[False]["train_loss"], rel=1e-4)
+    files = list((tmp_path / "cache").glob("features-*.pt"))
+    assert len(files) == 1
+    assert "train.cache_features: the backbone's output of 8 training clips" in (tmp_path / "graph_True" / "log.txt").read_text()
+
+    # a second run with the same backbone and data reuses the saved cache
+    cfg = tiny("joint_gcn_r50", iterations=1, stage="graph", init=str(tmp_path / "backbone"), cache_features=True,
+               cache_dir=str(tmp_path / "cache"))
+    cfg["model"]["frozen_bn"] = False
+    train(cfg, run_dir=tmp_path / "again")
+    assert f"from {files[0]}" in (tmp_path / "again" / "log.txt").read_text()
+
+    # refused: another stage, random augmentation
+    with pytest.raises(ConfigError, match="needs stage 'graph'"):
+        train(tiny(cache_features=True), run_dir=tmp_path / "backbone_stage")
+    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32, boxes_per_frame=2)
+    cfg = tiny("joint_gcn_r50", iterations=1, stage="graph", init=str(tmp_path / "backbone"), cache_features=True)
+    cfg["model"]["frozen_bn"] = False
+    with pytest.raises(ConfigError, match="same every time"):
+        train(cfg, run_dir=tmp_path / "jitter", train_set=Jittered(data, at=10**9))

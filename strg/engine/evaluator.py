@@ -44,7 +44,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def forward(model, batch: dict, uses_boxes: bool) -> torch.Tensor:
-    """logits (Tensor[B, C]) of a collated batch; boxes only for the models that use them."""
+    """logits (Tensor[B, C]) of a collated batch; boxes only for the models that use them.
+
+    A batch of cached backbone outputs (``features``, :mod:`strg.engine.feature_cache`) skips the
+    backbone."""
+    if "features" in batch:
+        boxes = (batch["boxes"], batch["box_mask"]) if uses_boxes else ()
+        return model(None, *boxes, backbone_features=batch["features"])
     if uses_boxes:
         return model(batch["clips"], batch["boxes"], batch["box_mask"])
     return model(batch["clips"])

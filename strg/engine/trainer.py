@@ -287,16 +287,32 @@ def train(
         log.info(f"iteration {iteration}: {ev['split']} {shown} ({metrics['num_videos']} videos, {metrics['num_clips']} clips)")
         return metrics
 
+    # ---- stage graph on small data: the frozen backbone's output computed once ---------------
+    train_data, train_collate, train_workers = train_set, collate_fn, t["num_workers"]
+    if t["cache_features"]:
+        if t["stage"] != "graph" or any(p.requires_grad for p in bare.backbone.parameters()):
+            raise ConfigError(f"{source}: train.cache_features needs stage 'graph' (a frozen backbone), not {t['stage']!r}")
+        if info.enabled:
+            raise ConfigError(f"{source}: train.cache_features runs in one process; launch without torchrun")
+        from strg.engine.feature_cache import build_feature_cache, collate_features
+
+        train_data = build_feature_cache(
+            bare, train_set, collate_fn=collate_fn, device=device, amp=amp, batch_size=ev["batch_per_device"],
+            num_workers=t["num_workers"], data_cfg=cfg["data"], max_boxes=built["max_boxes"],
+            cache_dir=t["cache_dir"], progress=t["progress"] and info.is_main, log=log, source=source,
+        )
+        train_collate, train_workers = collate_features, 0  # in memory: workers would only copy it
+
     def batches(first: int, stop: int):
         """Micro-batches for iterations [first, stop). A fresh loader (and worker seeds drawn from
         a generator seeded by the iteration) per segment between checkpoints, so a resumed run
         sees the same data and augmentation as an uninterrupted one."""
         sampler = dist_lib.IterationBatchSampler(
-            len(train_set), global_batch=t["batch_size"], batch_per_device=t["batch_per_device"],
+            len(train_data), global_batch=t["batch_size"], batch_per_device=t["batch_per_device"],
             rank=info.rank, world_size=info.world_size, seed=t["seed"], start=first, stop=stop,
         )
         gen = torch.Generator().manual_seed(t["seed"] * 1_000_003 + first * 101 + info.rank)
-        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=t["num_workers"], collate_fn=collate_fn,
+        loader = DataLoader(train_data, batch_sampler=sampler, num_workers=train_workers, collate_fn=train_collate,
                             pin_memory=device.type == "cuda", generator=gen, persistent_workers=False)
         return iter(loader)
 
@@ -332,7 +348,7 @@ def train(
                     skipped += batch.get("num_skipped", 0)
                     sync = a == accum - 1 or not info.enabled
                     with (nullcontext() if sync else model.no_sync()):
-                        if "clips" not in batch:  # every item of this micro-batch was skipped
+                        if "clips" not in batch and "features" not in batch:  # every item of this micro-batch was skipped
                             if info.enabled:  # no forward: DDP would skip this rank's all-reduce
                                 raise StrgError(
                                     f"iteration {it + 1}: every item of a micro-batch was skipped; under DDP that "

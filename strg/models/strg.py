@@ -61,9 +61,14 @@ class STRG(nn.Module):
     def uses_boxes(self) -> bool:
         return self.graph_head is not None
 
-    def forward_features(self, clips: Tensor, boxes: Tensor | None = None, box_mask: Tensor | None = None) -> Tensor:
-        """clips (Tensor[B, 3, T, H, W]) -> the pooled feature (Tensor[B, num_features])."""
-        x = self.backbone(clips)  # (B, 2048, T', H', W')
+    def forward_features(self, clips: Tensor | None, boxes: Tensor | None = None, box_mask: Tensor | None = None,
+                         *, backbone_features: Tensor | None = None) -> Tensor:
+        """clips (Tensor[B, 3, T, H, W]) -> the pooled feature (Tensor[B, num_features]).
+
+        ``backbone_features`` (Tensor[B, 2048, T', H', W']): the backbone's output for these clips,
+        computed earlier (a frozen backbone, ``train.cache_features``); ``clips`` is then unused.
+        """
+        x = self.backbone(clips) if backbone_features is None else backbone_features  # (B, 2048, T', H', W')
         if self.graph_head is None:
             return x.mean(dim=(2, 3, 4))  # (B, 2048)
         x = self.reduce(x)  # (B, d, T', H', W')
@@ -85,5 +90,6 @@ class STRG(nn.Module):
         """features (Tensor[B, num_features]) -> logits (Tensor[B, num_classes])."""
         return self.classifier(self.dropout(features))
 
-    def forward(self, clips: Tensor, boxes: Tensor | None = None, box_mask: Tensor | None = None) -> Tensor:
-        return self.forward_head(self.forward_features(clips, boxes, box_mask))
+    def forward(self, clips: Tensor | None, boxes: Tensor | None = None, box_mask: Tensor | None = None,
+                *, backbone_features: Tensor | None = None) -> Tensor:
+        return self.forward_head(self.forward_features(clips, boxes, box_mask, backbone_features=backbone_features))
