@@ -55,7 +55,7 @@ class Preset:
 PRESETS = {
     # dim: the paper reduces 2048 -> 512 (4x); the demo's res5 has 32 * width = 256 channels -> 64
     "default": Preset(num_videos=3000, frames=16, size=64, width=8, stage_blocks=(1, 1, 1, 1), dim=64,
-                      gcn_layers=3, max_boxes=8, backbone_iters=1800, graph_iters=2500, joint_iters=0,
+                      gcn_layers=3, max_boxes=8, backbone_iters=1700, graph_iters=2000, joint_iters=0,
                       batch_size=16, base_lr=0.02, num_workers=1),
     "quick": Preset(num_videos=300, frames=16, size=48, width=4, stage_blocks=(1, 1, 1, 1), dim=16,
                     gcn_layers=2, max_boxes=6, backbone_iters=40, graph_iters=15, joint_iters=10,
@@ -69,7 +69,7 @@ def run_config(preset: Preset, head: str, *, data_root: str, variant: str, seed:
 
     Stage ``graph`` on the single-label data trains on the cached output of the frozen I3D
     (``train.cache_features``, saved in ``cache_dir`` and shared by the four graph runs): the same
-    training, 5-8x faster per iteration, so the heads get enough iterations in the time budget.
+    training, 6.6-8.1x faster per iteration (docs/demo.md), so the heads get enough iterations in the time budget.
     The Charades variant samples its clips at random times of longer videos, so it cannot cache.
     """
     multi = variant == "charades"

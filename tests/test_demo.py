@@ -47,6 +47,12 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
     assert int(re.search(r"frozen (\d+) parameter tensors", (runs / "st_gcn" / "log.txt").read_text()).group(1)) == 0
     assert "stage joint" in (runs / "st_gcn" / "log.txt").read_text() and "runs/st_gcn_graph" in (runs / "st_gcn" / "log.txt").read_text()
     assert report["rows"][0]["run"] == "i3d_joint" and report["rows"][-1]["run"] == "joint_gcn"
+    # the graph runs train on the frozen I3D's output: computed by the first, loaded by the others,
+    # deleted at the end
+    logs = [(runs / f"{h}_graph" / "log.txt").read_text() for h in ("proposal_avgpool", "st_gcn", "sim_gcn", "joint_gcn")]
+    assert "training clips, (" in logs[0] and "saved to" in logs[0]
+    assert all("train.cache_features: the backbone's output of" in lg and "from " in lg.split("train.cache_features")[1] for lg in logs[1:])
+    assert not (runs / "i3d" / "feature_cache").exists()
     assert report["runs"]["i3d_joint"]["iteration"] == report["runs"]["joint_gcn"]["iteration"] == PRESETS["quick"].joint_iters
     # the data is cached: a second call reuses it (same manifest, no rendering)
     manifest = json.loads(next((tmp_path / "demo" / "data").glob("*/synth.json")).read_text())

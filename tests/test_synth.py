@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,3 +213,33 @@ def test_cli_synth(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "c"), "--num-videos", "10", "--size", "32", "--workers", "1"]) == 0
     assert "8 train + 2 validation videos" in capsys.readouterr().out
     assert main(["synth", str(tmp_path / "c"), "--num-videos", "11", "--size", "32"]) == 2
+
+
+def test_demo_oracle_reads_the_boxes_and_trains_every_head(something):
+    """benchmarks/demo_oracle.py: the nodes are the boxes of the JSON files, and it runs end to end."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_oracle", Path(__file__).parents[1] / "benchmarks" / "demo_oracle.py")
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    something = Path(something[0])
+    root = str(something)
+    for nodes, folder, stem in (("gt", "annotations", "bounding_box_smthsmth_part"), ("proposals", "detections", "proposals_part")):
+        data = oracle.load_nodes(root, nodes, max_boxes=8)
+        entries = {}
+        for part in (1, 2):
+            entries.update(json.loads((something / folder / f"{stem}{part}.json").read_text()))
+        train_ids = [e["id"] for e in json.loads((something / "labels" / "something-something-v2-train.json").read_text())]
+        boxes, mask, targets = data["train"]
+        assert len(train_ids) == len(targets) and mask.any()
+        for v in (0, len(train_ids) - 1):
+            frames = entries[train_ids[v]]
+            for f, fr in enumerate(frames[: boxes.shape[1]]):
+                n = min(8, len(fr["labels"]))
+                assert int(mask[v, f].sum()) == n
+                if n:
+                    b = fr["labels"][0]["box2d"]
+                    assert boxes[v, f, 0].tolist() == pytest.approx([b["x1"], b["y1"], b["x2"], b["y2"]], abs=1e-3)
+    out = oracle.main([root, "--iters", "2"])
+    assert set(out) == {"proposal_avgpool", "st_gcn", "sim_gcn", "joint_gcn"}
+    assert all(0.0 <= r["top1"] <= 100.0 for r in out.values())

@@ -4,10 +4,10 @@ In stage ``graph`` the I3D is frozen (paper section 6.1, "we fix the I3D feature
 training clips are the same every epoch (no random crop, scale, flip or temporal jitter), its
 output for a clip never changes: computing it once and training the head on it gives the same
 gradients as running the backbone every iteration, for a fraction of the time. On the demo's data
-a graph head then trains 5-8x faster per iteration (docs/demo.md).
+a graph head then trains 6.6-8.1x faster per iteration (16-21 ms instead of 127-137, docs/demo.md).
 
 Only for small data: the cache holds B x C x T' x H' x W' numbers per clip in memory (the demo:
-2,400 clips x 256 x 8 x 4 x 4, 315 MB; the paper's configuration would need 25 MB per clip), one
+2,400 clips x 256 x 8 x 4 x 4, 300 MiB; the paper's configuration would need 25 MB per clip), one
 process (no DDP), and training transforms that give the same clip every time (checked on the
 first clip). ``train.cache_dir`` also saves the cache there and reuses it when the backbone's
 weights, the data settings and the dataset are the same (the demo's four graph runs share one).
@@ -164,7 +164,7 @@ def _build(model, dataset, *, collate_fn, device, amp, batch_size, num_workers, 
     cached = CachedFeatures(torch.cat(feats), torch.cat(boxes), torch.cat(masks), torch.cat(targets), dataset.classes)
     size = cached.features.numel() * cached.features.element_size()
     log.info(f"train.cache_features: the backbone's output of {len(cached)} training clips, "
-             f"{tuple(cached.features.shape[1:])} each ({size / 2**20:.0f} MB), in {time.time() - t0:.1f} s")
+             f"{tuple(cached.features.shape[1:])} each ({size / 2**20:.0f} MiB), in {time.time() - t0:.1f} s")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
