@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd graph head")
+    parser.add_argument("--profile", action="store_true", help="then print a torch.profiler table of one graph-part step")
     args = parser.parse_args()
     device = torch.device(args.device)
     repeats = 2 if args.quick else args.repeats
@@ -136,6 +137,14 @@ def main() -> None:
                       "dtype": args.dtype, **{f"{k}_ms": round(v * 1000, 2) for k, v in med.items()},
                       "ratio_joint_over_i3d": round(ratio, 4), "graph_share_of_backbone": round(head_share, 4),
                       "compiled_graph_share_of_backbone": round(med["graph_part_compiled"] / med["backbone"], 4) if "graph_part_compiled" in med else None}))
+
+    if args.profile:  # where the graph part's time goes, by operator and input shape
+        with torch.profiler.profile(record_shapes=True) as prof:
+            runs["graph_part"]()
+            _sync(device)
+        print(prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total", row_limit=20,
+            max_name_column_width=40, max_shapes_column_width=70))
 
 
 if __name__ == "__main__":

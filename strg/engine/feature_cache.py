@@ -8,8 +8,8 @@ a graph head then trains 6.6-8.1x faster per iteration (16-21 ms instead of 127-
 
 Only for small data: the cache holds B x C x T' x H' x W' numbers per clip in memory (the demo:
 2,400 clips x 256 x 8 x 4 x 4, 300 MiB; the paper's configuration would need 25 MB per clip), one
-process (no DDP), and training transforms that give the same clip every time (checked on the
-first clip). ``train.cache_dir`` also saves the cache there and reuses it when the backbone's
+process (no DDP), and training transforms that give the same clip every time (checked on four
+clips spread over the dataset). ``train.cache_dir`` also saves the cache there and reuses it when the backbone's
 weights, the data settings and the dataset are the same (the demo's four graph runs share one).
 """
 
@@ -63,22 +63,30 @@ def collate_features(items: list[dict]) -> dict:
     }
 
 
-def check_repeatable(dataset, source: str) -> None:
-    """Raise ConfigError unless the dataset gives the same first clip and boxes twice."""
-    a, b = dataset[0], dataset[0]
-    same = a is not None and b is not None and torch.equal(a["clip"], b["clip"]) and torch.equal(a["boxes"], b["boxes"])
-    if not same:
-        raise ConfigError(
-            f"{source}: train.cache_features needs training clips that are the same every time, but the first "
-            "training clip came out different twice: turn off the random augmentation (data.flip=false, "
-            "data.train_short_side=[S, S] with data.crop_size=S, videos no longer than the clip) or set "
-            "train.cache_features=false"
-        )
+def check_repeatable(dataset, source: str, *, probes: int = 4) -> None:
+    """Raise ConfigError unless ``probes`` items spread over the dataset (the first, the last and
+    some between) each give the same clip and boxes twice. A check, not a proof: a dataset that
+    jitters only some of its videos can slip through (docs/engine.md)."""
+    n = len(dataset)
+    for i in sorted({round(k * (n - 1) / max(1, probes - 1)) for k in range(probes)}):
+        a, b = dataset[i], dataset[i]
+        if a is None or b is None:
+            raise ConfigError(f"{source}: train.cache_features: training item {i} could not be read; fix or remove that video first")
+        if not (torch.equal(a["clip"], b["clip"]) and torch.equal(a["boxes"], b["boxes"])):
+            raise ConfigError(
+                f"{source}: train.cache_features needs training clips that are the same every time, but training "
+                f"item {i} came out different in two reads: turn off the random augmentation (data.flip=false, "
+                "data.train_short_side=[S, S] with data.crop_size=S, videos no longer than the clip) or set "
+                "train.cache_features=false"
+            )
 
 
-def _cache_key(backbone: torch.nn.Module, data_cfg: dict, max_boxes: int, num_items: int, amp: str) -> str:
+def _cache_key(backbone: torch.nn.Module, settings: dict, dataset, amp: str) -> str:
+    """A hash of the backbone's weights, the settings (model and data sections, max_boxes), the
+    videos of the dataset (their ids, when it lists them) and the mixed precision."""
+    videos = [getattr(v, "video_id", None) for v in getattr(dataset, "videos", [])]
     h = hashlib.sha256()
-    h.update(json.dumps({"data": data_cfg, "max_boxes": max_boxes, "items": num_items, "amp": amp},
+    h.update(json.dumps({"settings": settings, "items": len(dataset), "videos": videos, "amp": amp},
                         sort_keys=True, default=str).encode())
     for name, tensor in sorted(backbone.state_dict().items()):
         h.update(name.encode())
@@ -102,8 +110,7 @@ def build_feature_cache(
     amp: str,
     batch_size: int,
     num_workers: int,
-    data_cfg: dict,
-    max_boxes: int,
+    settings: dict,
     cache_dir: str | os.PathLike | None,
     progress: bool,
     log,
@@ -117,20 +124,22 @@ def build_feature_cache(
     """
     with torch.random.fork_rng(devices=[]):  # reading items here must not move training's random stream
         return _build(model, dataset, collate_fn=collate_fn, device=device, amp=amp, batch_size=batch_size,
-                      num_workers=num_workers, data_cfg=data_cfg, max_boxes=max_boxes, cache_dir=cache_dir,
-                      progress=progress, log=log, source=source)
+                      num_workers=num_workers, settings=settings, cache_dir=cache_dir, progress=progress, log=log,
+                      source=source)
 
 
 @torch.no_grad()
-def _build(model, dataset, *, collate_fn, device, amp, batch_size, num_workers, data_cfg, max_boxes, cache_dir,
-           progress, log, source) -> CachedFeatures:
+def _build(model, dataset, *, collate_fn, device, amp, batch_size, num_workers, settings, cache_dir, progress, log,
+           source) -> CachedFeatures:
     check_repeatable(dataset, source)
     backbone = model.backbone
-    key = _cache_key(backbone, data_cfg, max_boxes, len(dataset), amp)
+    key = _cache_key(backbone, settings, dataset, amp)
     path = Path(cache_dir) / f"features-{key}.pt" if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
+            if not all(saved[k].shape[0] == len(dataset) for k in ("features", "boxes", "box_mask", "targets")):
+                raise ValueError(f"it holds {saved['features'].shape[0]} clips, the dataset {len(dataset)}")
             log.info(f"train.cache_features: the backbone's output of {len(dataset)} training clips from {path}")
             return CachedFeatures(saved["features"], saved["boxes"], saved["box_mask"], saved["targets"], dataset.classes)
         except Exception as e:  # a broken cache file is recomputed, not fatal
@@ -154,10 +163,10 @@ def _build(model, dataset, *, collate_fn, device, amp, batch_size, num_workers, 
         targets.append(batch["targets"])
         if len(feats) == 1 and limit is not None:
             need = x[0].numel() * x.element_size() * len(dataset)
-            if need > limit // 2:
+            if need > limit // 4:  # the batches and their concatenation: twice that at the end
                 raise ConfigError(
                     f"{source}: train.cache_features would hold {need / 2**30:.1f} GiB of backbone output "
-                    f"({len(dataset)} clips x {tuple(x.shape[1:])}), more than half of this machine's memory "
+                    f"({len(dataset)} clips x {tuple(x.shape[1:])}), more than a quarter of this machine's memory "
                     f"({limit / 2**30:.1f} GiB); set train.cache_features=false"
                 )
     backbone.train(was_training)

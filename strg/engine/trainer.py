@@ -290,15 +290,23 @@ def train(
     # ---- stage graph on small data: the frozen backbone's output computed once ---------------
     train_data, train_collate, train_workers = train_set, collate_fn, t["num_workers"]
     if t["cache_features"]:
-        if t["stage"] != "graph" or any(p.requires_grad for p in bare.backbone.parameters()):
+        if t["stage"] != "graph":
             raise ConfigError(f"{source}: train.cache_features needs stage 'graph' (a frozen backbone), not {t['stage']!r}")
+        if any(p.requires_grad for p in bare.backbone.parameters()):
+            raise ConfigError(f"{source}: train.cache_features: the backbone has trainable parameters, so its output "
+                              "changes during training; stage graph freezes the backbone weights that train.init loads")
         if info.enabled:
             raise ConfigError(f"{source}: train.cache_features runs in one process; launch without torchrun")
         from strg.engine.feature_cache import build_feature_cache, collate_features
 
+        # what shapes the backbone's output besides its weights (hashed separately): not the head's
+        # settings, so that every graph head on the same I3D shares one cache
+        head_only = {"name", "num_classes", "dim", "gcn_layers", "sim_per_layer", "dropout", "compile_graph_head", "roi_impl"}
+        backbone_settings = {k: v for k, v in cfg["model"].items() if k not in head_only}
+
         train_data = build_feature_cache(
             bare, train_set, collate_fn=collate_fn, device=device, amp=amp, batch_size=ev["batch_per_device"],
-            num_workers=t["num_workers"], data_cfg=cfg["data"], max_boxes=built["max_boxes"],
+            num_workers=t["num_workers"], settings={"model": backbone_settings, "data": cfg["data"], "max_boxes": built["max_boxes"]},
             cache_dir=t["cache_dir"], progress=t["progress"] and info.is_main, log=log, source=source,
         )
         train_collate, train_workers = collate_features, 0  # in memory: workers would only copy it

@@ -316,7 +316,8 @@ def roi_align_max_sparse(
     """
     b, c, t, h, w = features.shape
     k = boxes.shape[2]
-    rows, cols = bilinear_weights(boxes, (h, w), output_size=output_size, spatial_scale=spatial_scale,
+    dtype = features.dtype if features.dtype == torch.float64 else torch.float32
+    rows, cols = bilinear_weights(boxes.to(dtype), (h, w), output_size=output_size, spatial_scale=spatial_scale,
                                   sampling_ratio=sampling_ratio, exact_grid=True)
     row_index, row_weight = _window(rows)  # (B, T, K, 7, Sy)
     col_index, col_weight = _window(cols)  # (B, T, K, 7, Sx)
@@ -324,7 +325,6 @@ def roi_align_max_sparse(
     frame = torch.arange(b * t, device=features.device).reshape(b, t, 1, 1, 1, 1, 1) * (h * w)
     index = frame + row_index[..., :, None, :, None] * w + col_index[..., None, :, None, :]  # (B, T, K, 7, 7, Sy, Sx)
     weight = row_weight[..., :, None, :, None] * col_weight[..., None, :, None, :]
-    dtype = features.dtype if features.dtype == torch.float64 else torch.float32
     table = features.permute(0, 2, 3, 4, 1).reshape(b * t * h * w, c).to(dtype)  # (B*T*H*W, C): a cell per row
     pooled = _SparseRoIAlignMax.apply(table, index.reshape(-1, sy * sx), weight.reshape(-1, sy * sx).to(dtype),
                                       output_size**2)  # (B*T*K, C)

@@ -93,7 +93,9 @@ def build_model(
             (PySlowFast or mmaction2 format, or a strg checkpoint), see :mod:`strg.models.weights`.
         compile_graph_head: ``torch.compile`` the region graph head (RoIAlign, graphs, GCN). On a
             GPU the eager head is bound by the launch overhead of its many small kernels; compiled,
-            they fuse (BENCHMARKS.md). Same results; the first batches pay the compilation.
+            they fuse (BENCHMARKS.md). Same results; the first batches pay the compilation. The
+            sparse RoIAlign (the CPU default) syncs with the host and splits the compiled graph
+            there: compile with ``roi_impl="matmul"`` for one graph.
         roi_impl: how RoIAlign + the 7x7 max-pool are computed: ``"auto"`` (default:
             ``"sparse"`` on the CPU, ``"matmul"`` on other devices), ``"sparse"`` (one CSR
             product, fused max-pool), ``"matmul"`` (one batched dense matrix product) or
