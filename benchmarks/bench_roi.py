@@ -32,7 +32,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from strg.models.region import bilinear_weights, region_features
+from strg.models.region import _window, bilinear_weights, region_features
 
 
 def _weights(boxes, h, w):
@@ -54,20 +54,13 @@ def separable(features, boxes):
     return grid.max(dim=3).values  # (B, T, K, C)
 
 
-def _window(weights, length, span):
-    """The ``span`` cells from the first nonzero one: indices and weights (..., 7, span)."""
-    nonzero = weights > 0
-    first = torch.where(nonzero.any(-1), nonzero.float().argmax(-1), torch.zeros_like(nonzero[..., 0], dtype=torch.long))
-    index = first.clamp(max=length - span)[..., None] + torch.arange(span, device=weights.device)
-    return index, torch.gather(weights, -1, index)
-
-
 def embedding_bag(features, boxes):
     b, c, t, h, w = features.shape
     k = boxes.shape[2]
-    rows, cols, sy, sx = _weights(boxes, h, w)
-    ri, rw = _window(rows, h, sy)
-    ci, cw = _window(cols, w, sx)
+    rows, cols, _, _ = _weights(boxes, h, w)
+    ri, rw = _window(rows)  # (B, T, K, 7, Sy): the cells of each bin that carry weight
+    ci, cw = _window(cols)
+    sy, sx = ri.shape[-1], ci.shape[-1]
     frame = torch.arange(b * t, device=features.device).reshape(b, t, 1, 1, 1, 1, 1) * (h * w)
     index = frame + ri[..., :, None, :, None] * w + ci[..., None, :, None, :]  # (B, T, K, 7, 7, sy, sx)
     weight = rw[..., :, None, :, None] * cw[..., None, :, None, :]

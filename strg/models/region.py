@@ -25,8 +25,9 @@ Three implementations of the same RoIAlign (``aligned=True``, torchvision's samp
   all frames is one CSR matrix and the grid is one sparse product (RoIAlign's own FLOPs). The 7x7
   max-pool is fused into the same autograd function, whose backward only visits the bin that
   won each (box, channel): it scatters 9 weighted values per output element instead of
-  multiplying the whole 49-bin grid back. Paper configuration, CPU, forward + backward: 46 ms
-  against 167 ms for ``"matmul"`` and 914 ms for torchvision (``benchmarks/bench_roi.py``). It
+  multiplying the whole 49-bin grid back. Paper configuration, CPU, forward + backward: 46-53 ms
+  against 167-173 ms for ``"matmul"`` and 914-921 ms for torchvision (``benchmarks/bench_roi.py``,
+  two runs). It
   computes in float32 (the CPU sparse kernels have no bfloat16 / float16), as torchvision's
   kernel does under autocast, and it follows the boxes exactly (samples per bin and window size
   from the data: two host syncs, so it is not for ``torch.compile`` or CUDA graphs).
