@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import time
@@ -35,17 +34,10 @@ import torch.nn.functional as F
 from strg.models.region import _window, bilinear_weights, region_features
 
 
-def _weights(boxes, h, w):
-    """Row and column weights of the library (strg.models.region.bilinear_weights) and the
-    window that holds every nonzero weight of a bin along each axis."""
-    rows, cols = bilinear_weights(boxes, (h, w), spatial_scale=1 / 16)
-    return rows, cols, math.ceil(h / 7) + 1, math.ceil(w / 7) + 1
-
-
 def separable(features, boxes):
     b, c, t, h, w = features.shape
     k = boxes.shape[2]
-    rows, cols, _, _ = _weights(boxes, h, w)
+    rows, cols = bilinear_weights(boxes, (h, w), spatial_scale=1 / 16)
     n = b * t * k
     frames = features.permute(0, 2, 4, 3, 1).reshape(b * t, w, h * c)  # (B*T, W, H*C)
     by_cols = torch.bmm(cols.reshape(b * t, k * 7, w).to(features.dtype), frames).reshape(n * 7, h, c)
@@ -57,7 +49,7 @@ def separable(features, boxes):
 def embedding_bag(features, boxes):
     b, c, t, h, w = features.shape
     k = boxes.shape[2]
-    rows, cols, _, _ = _weights(boxes, h, w)
+    rows, cols = bilinear_weights(boxes, (h, w), spatial_scale=1 / 16)
     ri, rw = _window(rows)  # (B, T, K, 7, Sy): the cells of each bin that carry weight
     ci, cw = _window(cols)
     sy, sx = ri.shape[-1], ci.shape[-1]

@@ -69,8 +69,8 @@ def run_config(preset: Preset, head: str, *, data_root: str, variant: str, seed:
 
     Stage ``graph`` on the single-label data trains on the cached output of the frozen I3D
     (``train.cache_features``, saved in ``cache_dir`` and shared by the four graph runs): the same
-    training, 6.6-8.1x faster per iteration (docs/demo.md), so the heads get enough iterations in the time budget.
-    The Charades variant samples its clips at random times of longer videos, so it cannot cache.
+    training, 6.6-8.1x faster per iteration (docs/demo.md), so the heads get enough iterations in
+    the time budget. The Charades variant samples its clips at random times of longer videos, so it cannot cache.
     """
     multi = variant == "charades"
     data = {

@@ -30,7 +30,7 @@ Three implementations of the same RoIAlign (``aligned=True``, torchvision's samp
   two runs). It
   computes in float32 (the CPU sparse kernels have no bfloat16 / float16), as torchvision's
   kernel does under autocast, and it follows the boxes exactly (samples per bin and window size
-  from the data: two host syncs, so it is not for ``torch.compile`` or CUDA graphs).
+  from the data: host syncs, free on the CPU, so it is not for ``torch.compile`` or CUDA graphs).
 * ``"auto"`` (the model's default): ``"sparse"`` on the CPU, ``"matmul"`` elsewhere (the dense
   product runs on the GPU's tensor cores; neither is timed on a GPU yet, BENCHMARKS.md).
 """
@@ -313,7 +313,7 @@ def roi_align_max_sparse(
         Tensor[B, T, K, C] in the dtype of ``features`` (computed in float32 or float64): the same
         values and gradient as ``torchvision.ops.roi_align`` followed by the max over the bins,
         for any box (boxes larger than the map included: the window and the samples per bin
-        follow the data, at the cost of two host syncs).
+        follow the data, at the cost of host syncs: free on the CPU).
     """
     b, c, t, h, w = features.shape
     k = boxes.shape[2]
