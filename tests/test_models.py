@@ -529,6 +529,29 @@ def test_roi_align_sparse_equals_torchvision(sampling_ratio):
         torch.testing.assert_close(out.double(), outs["roi_align"].detach(), atol=0.05 if dtype == torch.bfloat16 else 1e-5, rtol=0.02)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_reduction_equals_conv3d(batch):
+    """The reduction conv (a matrix product for one clip on the CPU, channels-last output) gives
+    the values and gradients of ``conv3d`` with its own weight and bias."""
+    from strg.models.strg import PointwiseConv3d
+
+    torch.manual_seed(0)
+    layer = PointwiseConv3d(16, 6).double()
+    nn.init.normal_(layer.bias)
+    x = torch.randn(batch, 16, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    ref_x = x.detach().clone().requires_grad_(True)
+    ref = nn.functional.conv3d(ref_x, layer.weight, layer.bias)
+    torch.testing.assert_close(y, ref)
+    probe = torch.randn_like(ref)
+    grads = torch.autograd.grad((y * probe).sum(), (x, layer.weight, layer.bias))
+    ref_grads = torch.autograd.grad((ref * probe).sum(), (ref_x, layer.weight, layer.bias))
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+    # one clip: a cell's channels are contiguous, so RoIAlign's (cells, channels) table is a view
+    assert (y.stride(1) == 1) == (batch == 1)
+
+
 @pytest.mark.parametrize("sim_per_layer", [False, True])
 def test_gcn_branches_against_naive_equations(sim_per_layer):
     """Eq. 1-2, 4, 7, 8 written out naively (float64, dense graphs, one video at a time)."""

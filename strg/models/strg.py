@@ -22,6 +22,30 @@ from strg.models.backbone import ResNet3d
 from strg.models.gcn import RegionGraphHead
 
 
+class PointwiseConv3d(nn.Conv3d):
+    """The 1x1x1 convolution C -> d before the graph head (section 6.1), an ``nn.Conv3d``.
+
+    x (Tensor[B, C, T, H, W]) -> Tensor[B, d, T, H, W], the same values as the convolution.
+    One clip on the CPU (batch-1 training and inference, ``strg predict``) is computed as one
+    matrix product on a transposed view of the input, whose output is channels-last in memory
+    (a cell's d channels contiguous, as RoIAlign reads them); MKL-DNN's convolution takes longer
+    for the same three products (forward + backward at the paper configuration, 2-core CPU: about
+    110 against 120 ms, BENCHMARKS.md). A batch of clips is a strided 3-D operand that the matrix
+    product would first copy, and elsewhere the convolution kernels are the tuned path: both use
+    the convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, t, h, w = x.shape
+        if b != 1 or x.device.type != "cpu" or not x.is_contiguous():
+            return super().forward(x)
+        y = nn.functional.linear(x.view(b, c, t * h * w).transpose(1, 2), self.weight.view(self.out_channels, c), self.bias)  # (1, T*H*W, d)
+        return y.view(b, t, h, w, -1).permute(0, 4, 1, 2, 3)  # (1, d, T, H, W), channels-last memory
+
+
 class STRG(nn.Module):
     """Space-time region graph model.
 
@@ -46,7 +70,7 @@ class STRG(nn.Module):
         self.backbone = backbone
         self.graph_head = graph_head
         if graph_head is not None:
-            self.reduce = nn.Conv3d(backbone.out_channels, dim, 1)
+            self.reduce = PointwiseConv3d(backbone.out_channels, dim)
             feature_dim = 2 * dim
         else:
             self.reduce = None
