@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -436,6 +437,90 @@ def test_load_field_checkpoints(tmp_path, fmt, convert):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pth"):
         load_i3d_checkpoint(dst, bad)
+
+
+def _to_caffe2(state):
+    """strg backbone keys -> Caffe2 (video-nonlocal-net) blob names, as numpy arrays."""
+    bn = {"weight": "s", "bias": "b", "running_mean": "rm", "running_var": "riv"}
+    out = {}
+    for key, v in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        parts = key.split(".")
+        if parts[0] == "conv1":
+            name = "conv1_w"
+        elif parts[0] == "bn1":
+            name = f"res_conv1_bn_{bn[parts[1]]}"
+        else:
+            res = f"res{int(parts[0][-1]) + 1}_{parts[1]}"
+            if parts[2] == "nonlocal_block":
+                suffix = bn[parts[4]] if parts[3] == "bn" else {"weight": "w", "bias": "b"}[parts[4]]
+                name = f"nonlocal_conv{int(parts[0][-1]) + 1}_{parts[1]}_{parts[3]}_{suffix}"
+            elif parts[2] == "downsample":
+                name = f"{res}_branch1_w" if parts[3] == "0" else f"{res}_branch1_bn_{bn[parts[4]]}"
+            else:
+                branch = "abc"[int(parts[2][-1]) - 1]
+                name = f"{res}_branch2{branch}_w" if parts[2].startswith("conv") else f"{res}_branch2{branch}_bn_{bn[parts[3]]}"
+        out[name] = v.numpy().copy()
+    return out
+
+
+def test_load_caffe2_pkl(tmp_path):
+    """A video-nonlocal-net .pkl (pickled blobs, Python-2-era numpy references, momentum blobs and
+    counters beside the weights) loads into the same backbone, its first conv turned from BGR to
+    RGB inputs; a pickle that names anything but numpy arrays is refused without running it."""
+    import pickle
+
+    import numpy as np
+
+    from strg.models.weights import load_i3d_checkpoint
+
+    torch.manual_seed(0)
+    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True).eval()
+    for p in src.state_dict().values():
+        if p.is_floating_point():
+            p.normal_()
+    for name, p in src.state_dict().items():
+        if name.endswith("running_var"):
+            p.abs_().add_(0.5)
+    blobs = _to_caffe2(src.state_dict())
+    assert len(blobs) == sum(1 for k in src.state_dict() if not k.endswith("num_batches_tracked"))
+    blobs.update({"pred_w": np.zeros((400, 8), np.float32), "pred_b": np.zeros(400, np.float32),
+                  "res2_0_branch2a_w_momentum": np.zeros_like(blobs["res2_0_branch2a_w"]),
+                  "lr": np.array([0.01], np.float32), "model_iter": np.array([400000], np.int64)})
+    data = pickle.dumps({"blobs": blobs}, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    path = tmp_path / "i3d_nonlocal_32x2_IN_pretrain_400k.pkl"
+    path.write_bytes(data)
+
+    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True).eval()
+    detected, unused = load_i3d_checkpoint(dst, path)
+    assert detected == "caffe2" and set(unused) == {"pred_w", "pred_b", "lr"}
+    for k, v in src.state_dict().items():
+        want = v.flip(1) if k == "conv1.weight" else v
+        assert torch.equal(dst.state_dict()[k], want), k
+    clip = torch.randn(1, 3, 8, 32, 32, dtype=torch.float64)
+    with torch.no_grad():  # RGB into the loaded backbone = BGR into the Caffe2 one (float64: the
+        # random weights make large activations, and the flip changes the summation order)
+        torch.testing.assert_close(copy.deepcopy(dst).double()(clip), copy.deepcopy(src).double()(clip.flip(1)))
+    load_i3d_checkpoint(dst, path, caffe2_bgr=False)
+    assert torch.equal(dst.conv1.weight, src.conv1.weight)
+
+    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1))  # no non-local blocks: must refuse
+    with pytest.raises(CheckpointError, match="unexpected.*nonlocal"):
+        load_i3d_checkpoint(plain, path)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must not run",))
+
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"blobs": {"conv1_w": Evil()}}))
+    with pytest.raises(CheckpointError, match=r"evil.pkl.*refusing to load builtins.print"):
+        load_i3d_checkpoint(dst, evil)
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(b"\x80\x02not a pickle")
+    with pytest.raises(CheckpointError, match="junk.pkl: not a readable Caffe2"):
+        load_i3d_checkpoint(dst, junk)
 
 
 def test_build_model_inflates_from_file(tmp_path):

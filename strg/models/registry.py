@@ -90,7 +90,8 @@ def build_model(
         inflate_from: initialise the backbone by inflating ImageNet 2D ResNet weights: a
             torchvision ResNet state-dict file, or ``"torchvision"`` (downloads; needs internet).
         backbone_checkpoint: initialise the backbone from a Kinetics-pretrained I3D checkpoint
-            (PySlowFast or mmaction2 format, or a strg checkpoint), see :mod:`strg.models.weights`.
+            (PySlowFast, mmaction2 or Caffe2 ``.pkl`` format, or a strg checkpoint), see
+            :func:`strg.models.weights.load_i3d_checkpoint`.
         compile_graph_head: ``torch.compile`` the region graph head (RoIAlign, graphs, GCN). On a
             GPU the eager head is bound by the launch overhead of its many small kernels; compiled,
             they fuse (BENCHMARKS.md). Same results; the first batches pay the compilation. The

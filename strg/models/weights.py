@@ -10,8 +10,11 @@ mismatch raises :class:`~strg.errors.CheckpointError` listing them.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from dataclasses import dataclass, field
+
+import numpy as np
 
 import torch
 from torch import Tensor, nn
@@ -178,13 +181,94 @@ def _mmaction_key(key: str) -> str | None:
     return None
 
 
+# Caffe2 (video-nonlocal-net) blob names. BN blobs: ``_s`` scale, ``_b`` bias, ``_rm`` running mean,
+# ``_riv`` the running variance: Caffe2's SpatialBN names that slot "inv_var" but normalises with
+# rsqrt(var + eps) in test mode, and the converters of the field (PySlowFast, mmaction2) map it to
+# ``running_var`` too. ``res{S}_{i}_branch1`` is the shortcut, ``branch2{a,b,c}`` the bottleneck;
+# ``nonlocal_conv{S}_{i}`` follows res block i of stage S, like PySlowFast's ``nonlocal{i}``.
+_CAFFE2_BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
+_CAFFE2_STEM = re.compile(r"^(conv1_w|res_conv1_bn_(s|b|rm|riv))$")
+_CAFFE2_RES = re.compile(r"^res(\d)_(\d+)_branch(1|2a|2b|2c)_(w|bn_s|bn_b|bn_rm|bn_riv)$")
+_CAFFE2_NL = re.compile(r"^nonlocal_conv(\d)_(\d+)_(theta|phi|g|out|bn)_(w|b|s|rm|riv)$")
+
+
+def _caffe2_key(key: str) -> str | None:
+    if m := _CAFFE2_STEM.match(key):
+        return "conv1.weight" if m.group(2) is None else f"bn1.{_CAFFE2_BN[m.group(2)]}"
+    if m := _CAFFE2_RES.match(key):
+        stage, block, branch, blob = m.groups()
+        layer = f"layer{int(stage) - 1}.{block}"
+        if branch == "1":
+            return f"{layer}.downsample.0.weight" if blob == "w" else f"{layer}.downsample.1.{_CAFFE2_BN[blob[3:]]}"
+        idx = "abc".index(branch[1]) + 1
+        return f"{layer}.conv{idx}.weight" if blob == "w" else f"{layer}.bn{idx}.{_CAFFE2_BN[blob[3:]]}"
+    if m := _CAFFE2_NL.match(key):
+        stage, block, part, blob = m.groups()
+        if part == "bn":
+            if blob == "w":
+                return None
+            name = _CAFFE2_BN[blob]
+        elif blob in ("w", "b"):
+            name = "weight" if blob == "w" else "bias"
+        else:
+            return None
+        return f"layer{int(stage) - 1}.{block}.nonlocal_block.{part}.{name}"
+    return None
+
+
+class _Caffe2Unpickler(pickle.Unpickler):
+    """Reads a Caffe2 .pkl (a pickled dict of numpy arrays, often from Python 2) and refuses any
+    other object: unpickling runs whatever a file names, so only numpy's array constructors pass."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+                ("_codecs", "encode")}  # how Python 3 writes bytes at pickle protocol 2
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are expected)")
+        return super().find_class(module, name)
+
+
+def load_caffe2_blobs(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The weights of a Caffe2 .pkl checkpoint (video-nonlocal-net, Detectron) as tensors.
+
+    The file is a pickle, latin1 strings, of ``{"blobs": {name: ndarray}, ...}`` (or of the blobs
+    dict itself). Optimiser state (``*_momentum``) and integer counters are dropped; the rest
+    (the classifier ``pred_*``, a float ``lr``) comes back, for :func:`load_i3d_checkpoint` to
+    report as unused.
+    Raises :class:`CheckpointError` naming the file when it is missing, unreadable or holds
+    anything but arrays.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        with open(path, "rb") as f:
+            obj = _Caffe2Unpickler(f, encoding="latin1").load()
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable Caffe2 .pkl checkpoint ({e})") from e
+    blobs = obj.get("blobs", obj) if isinstance(obj, dict) else None
+    if not isinstance(blobs, dict) or not blobs:
+        raise CheckpointError(f"{path}: expected a dict of Caffe2 blobs (with a 'blobs' entry), got {type(obj).__name__}")
+    out = {}
+    for name, value in blobs.items():
+        if name.endswith("_momentum") or not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+            continue  # optimiser state, integer counters
+        out[str(name)] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+    return out
+
+
 def convert_i3d_checkpoint(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str, list[str]]:
-    """Rename a PySlowFast or mmaction2 I3D ResNet state dict to strg backbone keys.
+    """Rename a PySlowFast, mmaction2 or Caffe2 I3D ResNet state dict to strg backbone keys.
 
     Returns (backbone state dict, detected format, keys not used: heads, counters).
     """
     if any(k.startswith("s1.pathway0_stem.") for k in state):
         fmt, rename = "pyslowfast", _pyslowfast_key
+    elif "conv1_w" in state and any(k.startswith("res_conv1_bn_") for k in state):
+        fmt, rename = "caffe2", _caffe2_key
     elif any(k.startswith("backbone.conv1.") for k in state):
         fmt, rename = "mmaction2", _mmaction_key
     elif any(k.startswith("layer1.0.conv1.") for k in state):
@@ -192,7 +276,7 @@ def convert_i3d_checkpoint(state: dict[str, Tensor]) -> tuple[dict[str, Tensor],
     else:
         raise CheckpointError(
             "unrecognised checkpoint keys (expected PySlowFast 's1.pathway0_stem.*', mmaction2 "
-            f"'backbone.conv1.*' or strg 'layer1.0.conv1.*'); first keys: {', '.join(list(state)[:5])}"
+            f"'backbone.conv1.*', Caffe2 'conv1_w' or strg 'layer1.0.conv1.*'); first keys: {', '.join(list(state)[:5])}"
         )
     out, unused = {}, []
     for key, value in state.items():
@@ -204,23 +288,31 @@ def convert_i3d_checkpoint(state: dict[str, Tensor]) -> tuple[dict[str, Tensor],
     return out, fmt, unused
 
 
-def load_i3d_checkpoint(backbone: nn.Module, path: str | os.PathLike) -> tuple[str, list[str]]:
-    """Load a Kinetics-pretrained I3D ResNet (PySlowFast .pyth or mmaction2 .pth) into ``backbone``.
+def load_i3d_checkpoint(backbone: nn.Module, path: str | os.PathLike, *, caffe2_bgr: bool = True) -> tuple[str, list[str]]:
+    """Load a Kinetics-pretrained I3D ResNet into ``backbone``: PySlowFast .pyth, mmaction2 .pth,
+    strg, or Caffe2 .pkl (video-nonlocal-net, the I3D and non-local models of the paper's backbone).
 
     The backbone must have the same architecture (depth, temporal-kernel pattern, non-local
     positions): every backbone key must be present with the same shape, or
-    :class:`CheckpointError` lists the differences. Caffe2 .pkl files (video-nonlocal-net) are not
-    supported: convert them with PySlowFast's converter first.
+    :class:`CheckpointError` lists the differences.
+
+    Caffe2 models were trained on BGR frames (OpenCV decoding); with ``caffe2_bgr`` (default) the
+    first convolution's input channels are reversed so that the backbone takes RGB clips like
+    every other model here. (Their per-channel normalisation, 0.45 / 0.225 on [0, 1], is the same
+    for the three channels, so only the order differs.)
 
     Returns (detected format, checkpoint keys not used, e.g. the classifier head).
     """
     path = os.fspath(path)
     if path.endswith(".pkl"):
-        raise CheckpointError(f"{path}: Caffe2 .pkl checkpoints are not supported; convert it to PySlowFast format first")
-    ckpt = _load_state(path, ("model_state", "state_dict", "model"))  # PySlowFast, mmaction2, strg
+        ckpt = load_caffe2_blobs(path)
+    else:
+        ckpt = _load_state(path, ("model_state", "state_dict", "model"))  # PySlowFast, mmaction2, strg
     state, fmt, unused = convert_i3d_checkpoint(ckpt)
     if fmt == "strg":
         state = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in state.items()}
+    if fmt == "caffe2" and caffe2_bgr and "conv1.weight" in state:
+        state["conv1.weight"] = state["conv1.weight"].flip(1)  # (O, 3, t, k, k): BGR -> RGB inputs
     target = backbone.state_dict()
     missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in target]
