@@ -99,3 +99,20 @@ def test_flip_needs_label_map_for_something_something(tmp_path):
     (tmp_path / "bad.json").write_text('{"Pushing left": "Pushing up"}')
     with pytest.raises(ConfigError, match="bad.json.*'Pushing up'"):
         read_flip_map(str(tmp_path / "bad.json"), ["Pushing left", "Pushing right"])
+
+
+def test_normalisation_options(tmp_path):
+    """data.mean / data.std (e.g. the Kinetics models' 0.45 / 0.225) reach the clips; bad values
+    are refused."""
+    frames = np.full((T, H, W, 3), 153, dtype=np.uint8)  # 0.6 on [0, 1]
+    write_frame_folder(tmp_path / "clips" / "v0", frames, pattern="{:05d}.png")
+    (tmp_path / "classes.txt").write_text("a\n")
+    (tmp_path / "test.csv").write_text("path,labels\nclips/v0,a\n")
+    options = dict(split="test", training=False, manifest=str(tmp_path / "{split}.csv"), classes_file=str(tmp_path / "classes.txt"),
+                   num_frames=T, stride=1, stride_unit="frames", test_clips=1, test_short_side=32)
+    plain = build_dataset("manifest", **options)[0]["clip"]
+    kinetics = build_dataset("manifest", mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), **options)[0]["clip"]
+    torch.testing.assert_close(plain[:, 0, 0, 0], (0.6 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD))
+    torch.testing.assert_close(kinetics, torch.full_like(kinetics, (0.6 - 0.45) / 0.225))
+    with pytest.raises(ConfigError, match="std > 0"):
+        build_dataset("manifest", std=(0.2, 0.0, 0.2), **options)

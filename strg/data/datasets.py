@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from strg.data.decode import open_video
 from strg.data.proposals import ProposalStore, select_boxes
 from strg.data.sampling import clip_indices, clip_span, random_clip_start, stride_in_frames, uniform_clip_starts
-from strg.data.transforms import ClipTransform
+from strg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
 from strg.errors import ConfigError, DataError
 
 _MAX_CONSECUTIVE_SKIPS = 20  # training under on_error='skip': then the dataset is broken, stop
@@ -542,6 +542,8 @@ def _common(
         test_short_side=kw.pop("test_short_side"),
         test_views=kw.pop("test_views"),
         flip=flip,
+        mean=kw.pop("mean"),
+        std=kw.pop("std"),
     )
     flip_map = None
     if flip_label_map:
@@ -574,6 +576,8 @@ def charades(
     train_short_side: tuple[int, int] = (256, 320),
     crop_size: int = 224,
     test_short_side: int = 256,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
     flip: bool = True,
     flip_label_map: str | None = None,
     proposals: str | None = None,
@@ -600,7 +604,7 @@ def charades(
     return _common(
         "charades", videos, names, multi_label=True, training=training, flip=flip, flip_label_map=flip_label_map,
         needs_flip_map=False, train_short_side=train_short_side, crop_size=crop_size,
-        test_short_side=test_short_side, test_views=test_views, num_frames=num_frames, stride=stride,
+        test_short_side=test_short_side, test_views=test_views, mean=mean, std=std, num_frames=num_frames, stride=stride,
         stride_unit=stride_unit, test_clips=test_clips, proposals=proposals, max_boxes=max_boxes,
         proposal_tolerance=proposal_tolerance, on_error=on_error, decode_backend=decode_backend,
         decode_threads=decode_threads, frames_fps=frames_fps,
@@ -624,6 +628,8 @@ def something_v2(
     train_short_side: tuple[int, int] = (256, 320),
     crop_size: int = 224,
     test_short_side: int = 256,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
     flip: bool = False,
     flip_label_map: str | None = None,
     proposals: str | None = None,
@@ -648,7 +654,7 @@ def something_v2(
     return _common(
         "something_v2", videos, classes, multi_label=False, training=training, flip=flip,
         flip_label_map=flip_label_map, needs_flip_map=True, train_short_side=train_short_side,
-        crop_size=crop_size, test_short_side=test_short_side, test_views=test_views, num_frames=num_frames,
+        crop_size=crop_size, test_short_side=test_short_side, test_views=test_views, mean=mean, std=std, num_frames=num_frames,
         stride=stride, stride_unit=stride_unit, test_clips=test_clips, proposals=proposals, max_boxes=max_boxes,
         proposal_tolerance=proposal_tolerance, on_error=on_error, decode_backend=decode_backend,
         decode_threads=decode_threads,
@@ -672,6 +678,8 @@ def something_v1(
     train_short_side: tuple[int, int] = (256, 320),
     crop_size: int = 224,
     test_short_side: int = 256,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
     flip: bool = False,
     flip_label_map: str | None = None,
     proposals: str | None = None,
@@ -695,7 +703,7 @@ def something_v1(
     return _common(
         "something_v1", videos, classes, multi_label=False, training=training, flip=flip,
         flip_label_map=flip_label_map, needs_flip_map=True, train_short_side=train_short_side,
-        crop_size=crop_size, test_short_side=test_short_side, test_views=test_views, num_frames=num_frames,
+        crop_size=crop_size, test_short_side=test_short_side, test_views=test_views, mean=mean, std=std, num_frames=num_frames,
         stride=stride, stride_unit=stride_unit, test_clips=test_clips, proposals=proposals, max_boxes=max_boxes,
         proposal_tolerance=proposal_tolerance, on_error=on_error, decode_backend=decode_backend,
         decode_threads=decode_threads, frames_fps=frames_fps,
@@ -719,6 +727,8 @@ def manifest(
     train_short_side: tuple[int, int] = (256, 320),
     crop_size: int = 224,
     test_short_side: int = 256,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
     flip: bool = False,
     flip_label_map: str | None = None,
     proposals: str | None = None,
@@ -742,7 +752,7 @@ def manifest(
     return _common(
         "manifest", videos, classes, multi_label=multi_label, training=training, flip=flip,
         flip_label_map=flip_label_map, needs_flip_map=False, train_short_side=train_short_side,
-        crop_size=crop_size, test_short_side=test_short_side, test_views=test_views, num_frames=num_frames,
+        crop_size=crop_size, test_short_side=test_short_side, test_views=test_views, mean=mean, std=std, num_frames=num_frames,
         stride=stride, stride_unit=stride_unit, test_clips=test_clips, proposals=proposals, max_boxes=max_boxes,
         proposal_tolerance=proposal_tolerance, on_error=on_error, decode_backend=decode_backend,
         decode_threads=decode_threads, frames_fps=frames_fps,

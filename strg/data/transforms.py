@@ -64,7 +64,8 @@ class ClipTransform:
         test_views: 1 = the full frame; n > 1 = n square crops of side ``test_short_side``
             spread evenly along the long side.
         flip: random horizontal flip (probability 0.5) in training.
-        mean, std: normalisation (RGB, on [0, 1] values).
+        mean, std: normalisation (RGB, on [0, 1] values): ImageNet's by default; Kinetics
+            models of PySlowFast and Caffe2 (video-nonlocal-net) used 0.45 and 0.225 for all three.
         min_box_size: boxes narrower or lower than this (pixels, after clipping) are masked.
     """
 
@@ -88,6 +89,8 @@ class ClipTransform:
             raise ConfigError(f"crop_size {crop_size} is larger than the smallest training short side {lo}")
         if test_views < 1 or test_short_side < 1:
             raise ConfigError("test_views and test_short_side must be positive")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ConfigError(f"mean and std must be 3 values (R, G, B) with std > 0, got mean {tuple(mean)}, std {tuple(std)}")
         self.training = training
         self.train_short_side = (lo, hi)
         self.crop_size = int(crop_size)
