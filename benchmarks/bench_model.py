@@ -10,9 +10,10 @@ cost relative to the backbone does not drown in the noise of two large totals; i
 the default RoIAlign (``graph_part``: ``roi_impl="auto"``, the sparse product on the CPU and the
 dense matrix product elsewhere), with each form alone (``graph_part_sparse``,
 ``graph_part_matmul``, but ``sparse`` only on the CPU) and with torchvision's kernel
-(``graph_part_tv_roi_align``). The paper: +3%
-FLOPs and "barely any" time difference; our goal: the graph part costs at most 5% of the
-backbone's time. Prints a table and one JSON line: medians, and minimums (on a shared machine
+(``graph_part_tv_roi_align``). The paper: +3% FLOPs and "barely any" time difference; the
+model issue's goal: the graph head costs at most 5% of the backbone's time. Both shares are
+printed: the graph head alone, and the graph part (the head and the reduction conv before it,
+that is all Joint GCN adds to the I3D). Prints a table and one JSON line: medians, and minimums (on a shared machine
 other jobs only ever add time, so the fastest of several runs is the least disturbed); the runs
 go in a new random order each repeat (the graph part timed right after the backbone every time
 took 20 ms longer than the same computation timed elsewhere).
