@@ -26,7 +26,7 @@ class PointwiseConv3d(nn.Conv3d):
     """The 1x1x1 convolution C -> d before the graph head (section 6.1), an ``nn.Conv3d``.
 
     x (Tensor[B, C, T, H, W]) -> Tensor[B, d, T, H, W], the same values as the convolution.
-    One clip on the CPU (batch-1 training and inference, ``strg predict``) is computed as one
+    One clip on the CPU (batch-1 training and inference, ``strg visualize``) is computed as one
     matrix product on a transposed view of the input, whose output is channels-last in memory
     (a cell's d channels contiguous, as RoIAlign reads them); MKL-DNN's convolution takes longer
     for the same three products (forward + backward at the paper configuration, 2-core CPU: about

@@ -189,7 +189,7 @@ def _mmaction_key(key: str) -> str | None:
 _CAFFE2_BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
 _CAFFE2_STEM = re.compile(r"^(conv1_w|res_conv1_bn_(s|b|rm|riv))$")
 _CAFFE2_RES = re.compile(r"^res(\d)_(\d+)_branch(1|2a|2b|2c)_(w|bn_s|bn_b|bn_rm|bn_riv)$")
-_CAFFE2_NL = re.compile(r"^nonlocal_conv(\d)_(\d+)_(theta|phi|g|out|bn)_(w|b|s|rm|riv)$")
+_CAFFE2_NL = re.compile(r"^nonlocal_conv(\d)_(\d+)_(?:(theta|phi|g|out)_(w|b)|bn_(s|b|rm|riv))$")
 
 
 def _caffe2_key(key: str) -> str | None:
@@ -203,16 +203,9 @@ def _caffe2_key(key: str) -> str | None:
         idx = "abc".index(branch[1]) + 1
         return f"{layer}.conv{idx}.weight" if blob == "w" else f"{layer}.bn{idx}.{_CAFFE2_BN[blob[3:]]}"
     if m := _CAFFE2_NL.match(key):
-        stage, block, part, blob = m.groups()
-        if part == "bn":
-            if blob == "w":
-                return None
-            name = _CAFFE2_BN[blob]
-        elif blob in ("w", "b"):
-            name = "weight" if blob == "w" else "bias"
-        else:
-            return None
-        return f"layer{int(stage) - 1}.{block}.nonlocal_block.{part}.{name}"
+        stage, block, conv, wb, bn = m.groups()
+        name = ("weight" if wb == "w" else "bias") if conv else _CAFFE2_BN[bn]
+        return f"layer{int(stage) - 1}.{block}.nonlocal_block.{conv or 'bn'}.{name}"
     return None
 
 
