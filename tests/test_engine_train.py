@@ -156,6 +156,16 @@ def test_stagewise_training(tmp_path):
 
     with pytest.raises(ConfigError, match="train.init is required"):
         train(tiny("joint_gcn_r50", stage="graph"), run_dir=tmp_path / "noinit")
+    # a setting without weights that the backbone run had otherwise (pool2 kernel 3 there): refused
+    other = tiny("joint_gcn_r50", iterations=1, stage="graph", init=str(tmp_path / "backbone"))
+    other["model"].update(frozen_bn=False, pool2_kernel=2)
+    with pytest.raises(ConfigError, match=r"other backbone settings \(model.pool2_kernel: 3 there, 2 here\)"):
+        train(other, run_dir=tmp_path / "other")
+    from strg.engine import evaluate  # the same check when a checkpoint is evaluated
+
+    other["eval"] = {"split": "val"}
+    with pytest.raises(ConfigError, match=r"the checkpoint .* other backbone settings \(model.pool2_kernel"):
+        evaluate(other, checkpoint=str(tmp_path / "joint"))
 
 
 def test_cli_trains_the_tiny_config(tmp_path, capsys):

@@ -134,6 +134,30 @@ def _changed_keys(old: dict, new: dict) -> list[str]:
     return keys
 
 
+# Settings that change what the backbone computes without changing its weights' names or shapes,
+# so that loading cannot catch a difference: a stage that starts from another stage's checkpoint
+# (section 6.1) must keep them, or the frozen I3D of stage ``graph`` sees other inputs than it
+# was trained on (e.g. a Kinetics checkpoint's pool2 kernel 2 and 0.45 / 0.225 normalisation set
+# for the ``backbone`` stage only).
+_BACKBONE_SETTINGS = (("model", "pool2_kernel"), ("model", "temporal_strides"), ("data", "mean"), ("data", "std"))
+
+
+def _check_backbone_settings(init_cfg: dict | None, cfg: dict, init_path, source: str, what: str = "train.init") -> None:
+    """ConfigError when the checkpoint's run set a key of _BACKBONE_SETTINGS differently."""
+    if not init_cfg:
+        return  # not a strg run's checkpoint: nothing to compare with
+    differ = []
+    for section, key in _BACKBONE_SETTINGS:
+        old, new = (init_cfg.get(section) or {}), cfg.get(section) or {}
+        if key in old and key in new and _changed_keys({section: {key: old[key]}}, {section: {key: new[key]}}):
+            differ.append(f"{section}.{key}: {old[key]!r} there, {new[key]!r} here")
+    if differ:
+        raise ConfigError(
+            f"{source}: {what} {init_path} was trained with other backbone settings ({'; '.join(differ)}); "
+            "set them as in that run (the weights would load but compute something else)"
+        )
+
+
 def default_run_dir(config) -> Path:
     stem = Path(config).stem if isinstance(config, (str, os.PathLike)) else "run"
     return Path("runs") / stem
@@ -221,7 +245,9 @@ def train(
             raise ConfigError(f"{source}: train.init is required for stage {t['stage']!r}: the checkpoint (or run folder) of the previous stage")
         if t["init"] is not None:
             init_path = ckpt_lib.resolve_init(t["init"])
-            report = ckpt_lib.load_for_stage(model, ckpt_lib.load_checkpoint(init_path), t["stage"], init_path)
+            init_ckpt = ckpt_lib.load_checkpoint(init_path)
+            _check_backbone_settings(init_ckpt.get("config"), cfg, init_path, source)
+            report = ckpt_lib.load_for_stage(model, init_ckpt, t["stage"], init_path)
             frozen = ckpt_lib.freeze_for_stage(model, t["stage"], report["loaded"])
             log.info(f"stage {t['stage']}: from {init_path}: {ckpt_lib.summarize_report(report)}; frozen {len(frozen)} parameter tensors")
         elif t["init_2d"] is not None:
@@ -465,7 +491,10 @@ def evaluate(
     model = built["model"]
     if checkpoint is not None:
         path = ckpt_lib.resolve_init(checkpoint)
-        ckpt_lib.load_model_state(model, ckpt_lib.load_checkpoint(path), path)
+        ckpt = ckpt_lib.load_checkpoint(path)
+        _check_backbone_settings(ckpt.get("config"), cfg, path, str(config) if not isinstance(config, dict) else "<config>",
+                                 what="the checkpoint")
+        ckpt_lib.load_model_state(model, ckpt, path)
     model.to(info.device)
     if predictions is None and run_dir is not None:
         predictions = Path(run_dir) / f"predictions_{ev['split']}.txt"
