@@ -16,7 +16,7 @@ from pathlib import Path
 
 from strg.errors import ConfigError
 
-# paper section 6.2: 50 proposals per frame on Charades, 10 on Something-Something. With a
+# paper section 6.1: 50 proposals per frame on Charades, 10 on Something-Something. With a
 # config, the default is the dataset's own `max_boxes` (the boxes training reads per frame).
 FALLBACK_TOP_K = 50
 

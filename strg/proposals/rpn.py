@@ -98,7 +98,7 @@ class RPNProposer(nn.Module):
         backbone: images (Tensor[N, 3, H', W']) -> dict of FPN feature maps.
         rpn: ``rpn(image_list, features) -> (boxes, scores)``, lists of Tensor[P_i, 4] in resized
             coordinates and Tensor[P_i]; :class:`ScoringRPN` or anything with that contract.
-        top_k: proposals kept per frame after the global NMS (paper section 6.2: 50 on Charades,
+        top_k: proposals kept per frame after the global NMS (paper section 6.1: 50 on Charades,
             10 on Something-Something).
         nms_iou: IoU threshold of the global class-agnostic NMS. torchvision's RPN runs its NMS
             per FPN level, so the same object can come back from two levels; this NMS merges
