@@ -161,6 +161,10 @@ def test_stagewise_training(tmp_path):
     other["model"].update(frozen_bn=False, pool2_kernel=2)
     with pytest.raises(ConfigError, match=r"other backbone settings \(model.pool2_kernel: 3 there, 2 here\)"):
         train(other, run_dir=tmp_path / "other")
+    again = tiny("i3d_r50", iterations=1, init=str(tmp_path / "backbone"))  # a backbone stage may change them: told
+    again["model"].update(frozen_bn=False, pool2_kernel=2)
+    train(again, run_dir=tmp_path / "again")
+    assert "model.pool2_kernel: 3 there, 2 here): this run changes them" in (tmp_path / "again" / "log.txt").read_text()
     from strg.engine import evaluate  # the same check when a checkpoint is evaluated
 
     other["eval"] = {"split": "val"}

@@ -135,15 +135,18 @@ def _changed_keys(old: dict, new: dict) -> list[str]:
 
 
 # Settings that change what the backbone computes without changing its weights' names or shapes,
-# so that loading cannot catch a difference: a stage that starts from another stage's checkpoint
-# (section 6.1) must keep them, or the frozen I3D of stage ``graph`` sees other inputs than it
-# was trained on (e.g. a Kinetics checkpoint's pool2 kernel 2 and 0.45 / 0.225 normalisation set
-# for the ``backbone`` stage only).
+# so that loading cannot catch a difference: stages ``graph`` and ``joint`` (section 6.1) and an
+# evaluation must keep them, or the I3D they carry over sees other inputs than it was trained on
+# (e.g. a Kinetics checkpoint's pool2 kernel 2 and 0.45 / 0.225 normalisation set for the
+# ``backbone`` stage only). A ``backbone`` stage fine-tuning from a run may change them on purpose:
+# it is told, not refused.
 _BACKBONE_SETTINGS = (("model", "pool2_kernel"), ("model", "temporal_strides"), ("data", "mean"), ("data", "std"))
 
 
-def _check_backbone_settings(init_cfg: dict | None, cfg: dict, init_path, source: str, what: str = "train.init") -> None:
-    """ConfigError when the checkpoint's run set a key of _BACKBONE_SETTINGS differently."""
+def _check_backbone_settings(init_cfg: dict | None, cfg: dict, init_path, source: str, what: str = "train.init",
+                             warn=None) -> None:
+    """ConfigError when the checkpoint's run set a key of _BACKBONE_SETTINGS differently (with
+    ``warn``, a function of one string, that is called instead)."""
     if not init_cfg:
         return  # not a strg run's checkpoint: nothing to compare with
     differ = []
@@ -151,7 +154,9 @@ def _check_backbone_settings(init_cfg: dict | None, cfg: dict, init_path, source
         old, new = (init_cfg.get(section) or {}), cfg.get(section) or {}
         if key in old and key in new and _changed_keys({section: {key: old[key]}}, {section: {key: new[key]}}):
             differ.append(f"{section}.{key}: {old[key]!r} there, {new[key]!r} here")
-    if differ:
+    if differ and warn is not None:
+        warn(f"{what} {init_path} was trained with other backbone settings ({'; '.join(differ)}): this run changes them")
+    elif differ:
         raise ConfigError(
             f"{source}: {what} {init_path} was trained with other backbone settings ({'; '.join(differ)}); "
             "set them as in that run (the weights would load but compute something else)"
@@ -246,7 +251,8 @@ def train(
         if t["init"] is not None:
             init_path = ckpt_lib.resolve_init(t["init"])
             init_ckpt = ckpt_lib.load_checkpoint(init_path)
-            _check_backbone_settings(init_ckpt.get("config"), cfg, init_path, source)
+            _check_backbone_settings(init_ckpt.get("config"), cfg, init_path, source,
+                                     warn=log.info if t["stage"] == "backbone" else None)
             report = ckpt_lib.load_for_stage(model, init_ckpt, t["stage"], init_path)
             frozen = ckpt_lib.freeze_for_stage(model, t["stage"], report["loaded"])
             log.info(f"stage {t['stage']}: from {init_path}: {ckpt_lib.summarize_report(report)}; frozen {len(frozen)} parameter tensors")
