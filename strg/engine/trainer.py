@@ -485,6 +485,7 @@ def evaluate(
     """
     overrides = list(overrides) + ([f"eval.split={split}"] if split is not None else [])
     cfg = load_config(config, overrides)
+    source = str(config) if not isinstance(config, dict) else "<config>"
     ev, t = cfg["eval"], cfg["train"]
     if ev["split"] is None:
         raise ConfigError("eval.split is null: nothing to evaluate")
@@ -493,13 +494,12 @@ def evaluate(
     if val_set is None:
         options = {k: v for k, v in data.items() if k not in DATA_KEYS}
         val_set = build_dataset(data["kind"], split=ev["split"], training=False, options=options)
-    built = from_config(cfg, train_set=val_set, val_set=val_set)
+    built = from_config(cfg, source=source, train_set=val_set, val_set=val_set)
     model = built["model"]
     if checkpoint is not None:
         path = ckpt_lib.resolve_init(checkpoint)
         ckpt = ckpt_lib.load_checkpoint(path)
-        _check_backbone_settings(ckpt.get("config"), cfg, path, str(config) if not isinstance(config, dict) else "<config>",
-                                 what="the checkpoint")
+        _check_backbone_settings(ckpt.get("config"), cfg, path, source, what="the checkpoint")
         ckpt_lib.load_model_state(model, ckpt, path)
     model.to(info.device)
     if predictions is None and run_dir is not None:
