@@ -333,7 +333,8 @@ def train(
 
         # what shapes the backbone's output besides its weights (hashed separately): not the head's
         # settings, so that every graph head on the same I3D shares one cache
-        head_only = {"name", "num_classes", "dim", "gcn_layers", "sim_per_layer", "dropout", "compile_graph_head", "roi_impl"}
+        head_only = {"name", "num_classes", "dim", "gcn_layers", "sim_per_layer", "dropout", "compile_graph_head", "roi_impl",
+                     "box_geometry"}
         backbone_settings = {k: v for k, v in cfg["model"].items() if k not in head_only}
 
         train_data = build_feature_cache(

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from strg.models.backbone import i3d_resnet
 from strg.models.gcn import RegionGraphHead
+from strg.models.geometry import BoxGeometryEmbedding
 from strg.models.strg import STRG
 from strg.models.weights import inflate_resnet2d, load_i3d_checkpoint, load_resnet2d_state_dict
 
@@ -68,6 +69,7 @@ def build_model(
     backbone_checkpoint: str | None = None,
     compile_graph_head: bool = False,
     roi_impl: str = "auto",
+    box_geometry: bool = False,
 ) -> STRG:
     """Build a variant by name (see the module docstring) with the paper's settings by default.
 
@@ -102,6 +104,10 @@ def build_model(
             product, fused max-pool), ``"matmul"`` (one batched dense matrix product) or
             ``"roi_align"`` (torchvision's kernel): the same values (tested), see
             :mod:`strg.models.region`.
+        box_geometry: add to every node's RoIAlign feature an embedding of its box's position,
+            size and displacement to the matched box in the neighbouring feature frames
+            (:mod:`strg.models.geometry`; not in the paper, whose rows use False). Region
+            variants only.
     """
     nonlocal_, head, depth = parse_name(name)
     backbone = i3d_resnet(
@@ -124,9 +130,12 @@ def build_model(
         graph_head = RegionGraphHead(
             dim, spatial_scale=1.0 / backbone.spatial_stride, graphs=graphs, num_layers=gcn_layers,
             sim_per_layer=sim_per_layer, roi_impl=roi_impl,
+            geometry=BoxGeometryEmbedding(dim) if box_geometry else None,
         )
         if compile_graph_head:
             graph_head.compile()
+    elif box_geometry:
+        raise ValueError(f"box_geometry needs a region variant; {name!r} has no region nodes")
     model = STRG(backbone, num_classes=num_classes, graph_head=graph_head, dim=dim, dropout=dropout)
     model.variant = name
     return model
