@@ -8,10 +8,14 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small preset, about 20 s on 2 CPU cores (CI smoke test)")
     parser.add_argument("--out", default="strg-demo", help="report folder (default ./strg-demo)")
-    parser.add_argument("--seed", type=int, default=0, help="data and training seed; the same seed gives the same table")
+    parser.add_argument("--seed", type=int, action="append", default=None,
+                        help="data and training seed (default 0); the same seed gives the same table. Repeat it "
+                             "(--seed 0 --seed 1) for one report per seed in OUT/seed-S and their summary in OUT/summary.md")
     parser.add_argument("--variant", choices=("something", "charades"), default="something",
                         help="single-label Something-Something format (top-1/top-5) or multi-label Charades format (mAP)")
     parser.add_argument("--data-dir", default=None, help="synthetic data folder (default OUT/data/...; reused when the settings match)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the runs of OUT that finished with the same config (e.g. the I3D), train the others")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a preset value, e.g. --set backbone_iters=1000 (see strg/demo.py PRESETS)")
 
@@ -19,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from strg.demo import run_demo
+    from strg.demo import run_demo, run_demos
     from strg.errors import ConfigError
 
     overrides = {}
@@ -29,6 +33,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"demo: --set {item!r}: expected KEY=VALUE")
         v = yaml.safe_load(value)
         overrides[key.strip()] = tuple(v) if isinstance(v, list) else v
-    run_demo(args.out, quick=args.quick, seed=args.seed, variant=args.variant, data_dir=args.data_dir,
-             overrides=overrides)
+    seeds = args.seed or [0]
+    kwargs = {"quick": args.quick, "variant": args.variant, "overrides": overrides, "reuse": args.reuse}
+    if len(seeds) > 1:
+        if args.data_dir is not None:
+            raise ConfigError("demo: --data-dir takes one seed's data; with several --seed each makes its own")
+        run_demos(args.out, seeds, **kwargs)
+    else:
+        run_demo(args.out, seed=seeds[0], data_dir=args.data_dir, **kwargs)
     return 0
