@@ -506,7 +506,7 @@ def plot_per_class(per_class: dict, rows: list[dict], path: Path) -> None:
                 ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=8,
                         color="black" if grid[i, j] > 60 else "white")
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([r["label"].replace(" + ", "\n+ ") for r in rows], fontsize=7, rotation=30, ha="right")
+    ax.set_xticklabels([r["label"].replace(GEOMETRY_LABEL, "\n" + GEOMETRY_LABEL.strip()) for r in rows], fontsize=7)
     ax.set_yticks(range(len(classes)))
     ax.set_yticklabels([f"{c} ({n})" for c, n in zip(classes, per_class["videos"])], fontsize=7)
     ax.set_title("validation top-1 per class (%); videos per class in brackets", fontsize=9)
