@@ -1,7 +1,7 @@
 """Region features: RoIAlign on each feature frame, then max-pool (paper section 3 and 4.1).
 
 Boxes come per input frame; the T' feature frames see the boxes of every (T / T')-th input frame
-(frames 0, 2, 4, ... of 32 for the R50, REFERENCE.md "Region features"). Time is folded into the
+(frames 0, 2, 4, ... of 32 for the R50, docs/model.md "Region features"). Time is folded into the
 batch: features (B, C, T', H, W) -> (B*T', C, H, W), and the box of video b, frame t, goes to
 RoIAlign with batch index b * T' + t, so every box meets its own frame. No Python loop over
 frames or videos.
