@@ -154,7 +154,9 @@ def test_similarity_graph_hand_case_and_padding():
     g = similarity_graph(a, b, mask)
     # row 0: logits (1, 0) over the two real nodes; row 1: (0, 2)
     e = math.e
-    expected = torch.tensor([[[e / (e + 1), 1 / (e + 1), 0.0], [1 / (1 + e**2), e**2 / (1 + e**2), 0.0], [0.0, 0.0, 0.0]]])
+    expected = torch.tensor([[[e / (e + 1), 1 / (e + 1), 0.0],
+                              [1 / (1 + e**2), e**2 / (1 + e**2), 0.0],
+                              [0.0, 0.0, 0.0]]])
     torch.testing.assert_close(g, expected)
     # unmasked: a softmax over all columns
     torch.testing.assert_close(similarity_graph(a, b).sum(-1), torch.ones(1, 3))
@@ -178,7 +180,8 @@ def test_spatial_temporal_graphs_hand_case():
     # frame 0: node 0 = [0,0,2,2], node 1 = [10,10,12,12] (overlaps nothing)
     # frame 1: node 2 = [1,1,3,3] (IoU 1/7 with node 0), node 3 = [0,0,2,2] (IoU 1 with node 0)
     # node 4: padded
-    boxes = torch.tensor([[[0, 0, 2, 2], [10, 10, 12, 12], [1, 1, 3, 3], [0, 0, 2, 2], [0, 0, 2, 2]]], dtype=torch.float)
+    boxes = torch.tensor([[[0, 0, 2, 2], [10, 10, 12, 12], [1, 1, 3, 3], [0, 0, 2, 2], [0, 0, 2, 2]]],
+                         dtype=torch.float)
     frames = torch.tensor([[0, 0, 1, 1, 1]])
     mask = torch.tensor([[True, True, True, True, False]])
     front, back = spatial_temporal_graphs(boxes, frames, mask)
