@@ -128,7 +128,8 @@ def _plan(preset: Preset) -> list[dict]:
     """The runs in order: (name, head, stage, init run, iterations, geometry).
 
     Section 6.1: the I3D first (stage ``backbone``); each region variant from it with the I3D
-    frozen (stage ``graph``), then, when ``joint_iters`` > 0, end to end (stage ``joint``, lr x 0.1). So that every row's
+    frozen (stage ``graph``), then, when ``joint_iters`` > 0, end to end (stage ``joint``, lr x 0.1).
+    So that every row's
     backbone gets the same number of updates, the I3D row is fine-tuned for the same ``joint``
     iterations with the same schedule (``i3d_joint``). The "+ box geometry" rows follow the same
     schedule from the same I3D."""
@@ -182,11 +183,13 @@ def _resolve_preset(quick: bool, overrides: dict | None) -> Preset:
     if overrides:
         unknown = set(overrides) - set(Preset.__dataclass_fields__)
         if unknown:
-            raise ConfigError(f"demo: unknown preset keys {sorted(unknown)}; known: {sorted(Preset.__dataclass_fields__)}")
+            raise ConfigError(f"demo: unknown preset keys {sorted(unknown)}; "
+                              f"known: {sorted(Preset.__dataclass_fields__)}")
         preset = replace(preset, **overrides)
     known = {head for head, _ in ROWS[1:]}
     if not set(preset.geometry_heads) <= known:
-        raise ConfigError(f"demo: geometry_heads must be region rows ({sorted(known)}), got {list(preset.geometry_heads)}")
+        raise ConfigError(f"demo: geometry_heads must be region rows ({sorted(known)}), "
+                          f"got {list(preset.geometry_heads)}")
     return preset
 
 
@@ -376,7 +379,8 @@ def _summary_md(summary: dict) -> str:
                  f"\n\n{format_margins(summary['margins'], {r['name']: r['label'] for r in summary['rows']})}\n\n")
     if summary["per_class"]:
         text += (f"## Per class (validation top-1, %, mean over the seeds)\n\n"
-                 f"{format_per_class(summary['per_class'], summary['rows'])}\n\n![per-class accuracy](per_class.png)\n\n")
+                 f"{format_per_class(summary['per_class'], summary['rows'])}\n\n"
+                 "![per-class accuracy](per_class.png)\n\n")
     return text + "Each seed's report: `seed-<s>/report.md`. Seconds per seed: " + \
         ", ".join(_fmt_time(t) for t in summary["seconds"]) + ".\n"
 
@@ -515,8 +519,9 @@ def plot_per_class(per_class: dict, rows: list[dict], path: Path) -> None:
 
 def _report_md(report: dict, table: str) -> str:
     p = report["preset"]
-    score = (lambda r: f"{100 * r['mAP']:.1f}") if report["variant"] == "charades" else (lambda r: f"{100 * r['top1']:.1f}")
-    runs = "\n".join(f"| {n} | {r['stage']} | {r['iteration']} | {r['train_loss']:.3f} | {score(r)} | {r['seconds']}{' (kept)' if r.get('reused') else ''} |"
+    metric = "mAP" if report["variant"] == "charades" else "top1"
+    runs = "\n".join(f"| {n} | {r['stage']} | {r['iteration']} | {r['train_loss']:.3f} | {100 * r[metric]:.1f} | "
+                     f"{r['seconds']}{' (kept)' if r.get('reused') else ''} |"
                      for n, r in report["runs"].items())
     return (f"# strg demo ({report['variant']}, seed {report['seed']})\n\n{table}\n\n"
             f"Validation videos of the synthetic data in `{report['data']}`; small I3D (width {p['width']}, "
@@ -527,11 +532,13 @@ def _report_md(report: dict, table: str) -> str:
                f"the I3D row is the I3D fine-tuned for the same {p['joint_iters']} iterations, so that every "
                f"backbone gets the same number of updates" if p["joint_iters"] else "")
             + f". Rows ending in \"{GEOMETRY_LABEL.strip()}\" are not in the paper: the same variant whose region "
-            f"nodes also embed their box's position, size and motion (`model.box_geometry`, strg/models/geometry.py).\n\n"
+            f"nodes also embed their box's position, size and motion (`model.box_geometry`, "
+            f"strg/models/geometry.py).\n\n"
             + (f"## Margins (top-1 points, paired standard error over the validation videos)\n\n"
                f"{format_margins(report['margins'], {r['name']: r['label'] for r in report['rows']})}\n\n"
                if report.get("margins") else "")
-            + f"| run | stage | iterations | train loss (last batch) | {'mAP' if report['variant'] == 'charades' else 'top-1'} | seconds |\n"
+            + f"| run | stage | iterations | train loss (last batch) | {'top-1' if metric == 'top1' else metric} "
+            "| seconds |\n"
             f"| --- | --- | ---: | ---: | ---: | ---: |\n{runs}\n\n"
             f"![learning curves](curves.png)\n\n"
             + (f"## Per class (validation top-1, %)\n\n{format_per_class(report['per_class'], report['rows'])}\n\n"

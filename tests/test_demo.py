@@ -26,14 +26,15 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
 
     report = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert [r["name"] for r in report["rows"]] == [h for h, _ in ROWS] + ["proposal_avgpool_geo", "joint_gcn_geo"]
-    assert [r["label"] for r in report["rows"][-2:]] == ["Proposal + AvgPool + box geometry", "Joint GCN + box geometry"]
+    labels = [r["label"] for r in report["rows"][-2:]]
+    assert labels == ["Proposal + AvgPool + box geometry", "Joint GCN + box geometry"]
     # the geometry rows' runs are the same variants with model.box_geometry, from the same I3D
     import yaml
 
     geo_cfg = yaml.safe_load((tmp_path / "demo" / "runs" / "joint_gcn_geo_graph" / "config.yaml").read_text())
     assert geo_cfg["model"]["box_geometry"] is True and geo_cfg["model"]["name"] == "joint_gcn_r50"
-    assert "box_geometry" not in yaml.safe_load((tmp_path / "demo" / "runs" / "joint_gcn" / "config.yaml").read_text())["model"] or \
-        yaml.safe_load((tmp_path / "demo" / "runs" / "joint_gcn" / "config.yaml").read_text())["model"]["box_geometry"] is False
+    plain_cfg = yaml.safe_load((tmp_path / "demo" / "runs" / "joint_gcn" / "config.yaml").read_text())
+    assert not plain_cfg["model"].get("box_geometry", False)
     # paired margins: the mean difference of the rows' top-1 on the same videos
     top1 = {r["name"]: r["top1"] for r in report["rows"]}
     for m in report["margins"]:
@@ -59,7 +60,8 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
     assert "stage graph" in log and "runs/i3d" in log
     assert int(re.search(r"frozen (\d+) parameter tensors", log).group(1)) > 0
     assert int(re.search(r"frozen (\d+) parameter tensors", (runs / "st_gcn" / "log.txt").read_text()).group(1)) == 0
-    assert "stage joint" in (runs / "st_gcn" / "log.txt").read_text() and "runs/st_gcn_graph" in (runs / "st_gcn" / "log.txt").read_text()
+    st_log = (runs / "st_gcn" / "log.txt").read_text()
+    assert "stage joint" in st_log and "runs/st_gcn_graph" in st_log
     assert report["rows"][0]["run"] == "i3d_joint" and report["rows"][4]["run"] == "joint_gcn"
     assert report["rows"][-1]["run"] == "joint_gcn_geo"
     # the graph runs train on the frozen I3D's output: computed by the first, loaded by the others,
@@ -67,9 +69,11 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
     logs = [(runs / f"{h}_graph" / "log.txt").read_text()
             for h in ("proposal_avgpool", "st_gcn", "sim_gcn", "joint_gcn", "proposal_avgpool_geo", "joint_gcn_geo")]
     assert "training clips, (" in logs[0] and "saved to" in logs[0]
-    assert all("train.cache_features: the backbone's output of" in lg and "from " in lg.split("train.cache_features")[1] for lg in logs[1:])
+    assert all("train.cache_features: the backbone's output of" in lg and "from " in lg.split("train.cache_features")[1]
+               for lg in logs[1:])
     assert not (runs / "i3d" / "feature_cache").exists()
-    assert report["runs"]["i3d_joint"]["iteration"] == report["runs"]["joint_gcn"]["iteration"] == PRESETS["quick"].joint_iters
+    joint = PRESETS["quick"].joint_iters
+    assert report["runs"]["i3d_joint"]["iteration"] == report["runs"]["joint_gcn"]["iteration"] == joint
     # the data is cached: a second call reuses it (same manifest, no rendering)
     manifest = json.loads(next((tmp_path / "demo" / "data").glob("*/synth.json")).read_text())
     assert manifest["settings"]["num_videos"] == PRESETS["quick"].num_videos
@@ -132,7 +136,8 @@ def test_plan_and_table_rows():
     no_joint = replace(preset, joint_iters=0)
     geo = ["proposal_avgpool_geo_graph", "joint_gcn_geo_graph"]
     assert [r["name"] for r in _plan(no_joint)] == ["i3d"] + [f"{h}_graph" for h, _ in ROWS[1:]] + geo
-    assert [_row_run(h, no_joint) for h, _ in table_rows(no_joint)] == ["i3d"] + [f"{h}_graph" for h, _ in ROWS[1:]] + geo
+    rows = [_row_run(h, no_joint) for h, _ in table_rows(no_joint)]
+    assert rows == ["i3d"] + [f"{h}_graph" for h, _ in ROWS[1:]] + geo
     assert len(_plan(replace(no_joint, geometry_heads=()))) == 5
 
 
@@ -191,7 +196,8 @@ def test_summary_of_two_seeds(tmp_path):
 
     s = summarize([report(0, 0.5, 0.6), report(1, 0.7, 0.9)])
     assert [r["top1"] for r in s["rows"]] == [pytest.approx(0.6), pytest.approx(0.75)]
-    assert s["margins"][0]["margin"] == pytest.approx(15.0) and s["margins"][0]["per_seed"] == [pytest.approx(10.0), pytest.approx(20.0)]
+    assert s["margins"][0]["margin"] == pytest.approx(15.0)
+    assert s["margins"][0]["per_seed"] == [pytest.approx(10.0), pytest.approx(20.0)]
     assert s["per_class"]["i3d"] == [60.0, 60.0] and s["per_class"]["joint_gcn"] == [75.0, None]
     assert "| Joint GCN - I3D | +15.0 | 1.4 | +10.0, +20.0 |" in _summary_md(s)
     plot_per_class(s["per_class"], s["rows"], tmp_path / "grid.png")

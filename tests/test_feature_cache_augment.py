@@ -138,8 +138,9 @@ def test_settings_the_cached_map_cannot_reproduce_are_refused(tmp_path):
     recs = videos(tmp_path, n=1)
     model = nn.Module()
     model.backbone = PoolBackbone()
-    kw = {"collate_fn": make_collate(3), "device": torch.device("cpu"), "amp": "none", "batch_size": 1, "num_workers": 0,
-          "settings": {}, "cache_dir": None, "progress": False, "log": logging.getLogger("test"), "source": "test"}
+    kw = {"collate_fn": make_collate(3), "device": torch.device("cpu"), "amp": "none", "batch_size": 1,
+          "num_workers": 0, "settings": {}, "cache_dir": None, "progress": False, "log": logging.getLogger("test"),
+          "source": "test"}
     ds = dataset(recs)
     ds.transform = ClipTransform(training=True, train_short_side=(48, 56), crop_size=32)
     with pytest.raises(ConfigError, match=r"train_short_side=\[S, S\]"):
@@ -157,7 +158,8 @@ def tiny_graph_config(init, **train_kw):
     return {
         "model": {"name": "joint_gcn_r50", "width": 4, "stage_blocks": [1, 1, 1, 1], "dim": 8, "gcn_layers": 1,
                   "frozen_bn": False, "dropout": 0.0},
-        "data": {"kind": "random", "num_videos": 4, "num_classes": 2, "frames": FRAMES, "size": 32, "boxes_per_frame": 3},
+        "data": {"kind": "random", "num_videos": 4, "num_classes": 2, "frames": FRAMES, "size": 32,
+                 "boxes_per_frame": 3},
         "train": {"iterations": 3, "batch_size": 2, "batch_per_device": 2, "base_lr": 0.5, "base_batch": 2,
                   "checkpoint_period": 100, "log_period": 1, "num_workers": 0, "device": "cpu", "tensorboard": False,
                   "progress": False, "stage": "graph", "init": init, **train_kw},

@@ -10,10 +10,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="strg-demo", help="report folder (default ./strg-demo)")
     parser.add_argument("--seed", type=int, action="append", default=None,
                         help="data and training seed (default 0); the same seed gives the same table. Repeat it "
-                             "(--seed 0 --seed 1) for one report per seed in OUT/seed-S and their summary in OUT/summary.md")
+                             "(--seed 0 --seed 1) for one report per seed in OUT/seed-S and their summary in "
+                             "OUT/summary.md")
     parser.add_argument("--variant", choices=("something", "charades"), default="something",
-                        help="single-label Something-Something format (top-1/top-5) or multi-label Charades format (mAP)")
-    parser.add_argument("--data-dir", default=None, help="synthetic data folder (default OUT/data/...; reused when the settings match)")
+                        help="single-label Something-Something format (top-1/top-5) or multi-label Charades "
+                             "format (mAP)")
+    parser.add_argument("--data-dir", default=None,
+                        help="synthetic data folder (default OUT/data/...; reused when the settings match)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the runs of OUT that finished with the same config (e.g. the I3D), train the others")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool2-kernel", type=int, default=3, choices=(2, 3), help="pool2 temporal kernel")
     parser.add_argument("--sim-per-layer", action="store_true", help="a similarity graph per GCN layer")
     parser.add_argument("--box-geometry", action="store_true",
-                        help="region nodes also embed their box geometry and motion (not in the paper; strg/models/geometry.py)")
+                        help="region nodes also embed their box geometry and motion "
+                             "(not in the paper; strg/models/geometry.py)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(e)) from None
     if args.box_geometry and head_name == "i3d":
         raise ConfigError(f"--box-geometry: {args.variant} has no region nodes; use a region variant")
-    settings = {"frames": args.frames, "size": args.size, "boxes_per_frame": args.boxes_per_frame, "num_classes": args.classes,
+    settings = {"frames": args.frames, "size": args.size, "boxes_per_frame": args.boxes_per_frame,
+                "num_classes": args.classes,
                 "pool2_kernel": args.pool2_kernel, "sim_per_layer": args.sim_per_layer}
     c = count_complexity(args.variant, **settings, **({"box_geometry": True} if args.box_geometry else {}))
     extra = None

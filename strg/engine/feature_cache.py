@@ -86,7 +86,8 @@ class CachedFeatures(Dataset):
         return self.features.shape[0]
 
     def __getitem__(self, i: int) -> dict:
-        return {"features": self.features[i], "boxes": self.boxes[i], "box_mask": self.box_mask[i], "target": self.targets[i]}
+        return {"features": self.features[i], "boxes": self.boxes[i], "box_mask": self.box_mask[i],
+                "target": self.targets[i]}
 
 
 def collate_features(items: list[dict]) -> dict:
@@ -109,7 +110,8 @@ def check_repeatable(dataset, source: str, *, probes: int = 4, full_frame: bool 
     for i in sorted({round(k * (n - 1) / max(1, probes - 1)) for k in range(probes)}):
         a, b = dataset[i], dataset[i]
         if a is None or b is None:
-            raise ConfigError(f"{source}: train.cache_features: training item {i} could not be read; fix or remove that video first")
+            raise ConfigError(f"{source}: train.cache_features: training item {i} could not be read; "
+                              "fix or remove that video first")
         if not (torch.equal(a["clip"], b["clip"]) and torch.equal(a["boxes"], b["boxes"])):
             if full_frame:  # crop and flip are taken on the cached map: what is left is the clip's time
                 hint = ("the frames of its clip are drawn at random times (a video longer than data.num_frames x "
@@ -158,12 +160,14 @@ def full_frame_views(dataset, *, stride: int, source: str) -> list | None:
     if lo != hi:
         raise ConfigError(
             f"{source}: train.cache_features takes the crop and flip on the cached map but cannot rescale it: "
-            f"set one training scale, data.train_short_side=[S, S] (it is [{lo}, {hi}]), or set train.cache_features=false"
+            f"set one training scale, data.train_short_side=[S, S] (it is [{lo}, {hi}]), "
+            "or set train.cache_features=false"
         )
     if transform.crop_size % stride:
         raise ConfigError(
             f"{source}: train.cache_features cuts the crop from the cached map in whole cells: data.crop_size "
-            f"{transform.crop_size} must be a multiple of the backbone's stride {stride} (or set train.cache_features=false)"
+            f"{transform.crop_size} must be a multiple of the backbone's stride {stride} "
+            "(or set train.cache_features=false)"
         )
     views = []
     for mirror in ((False, True) if transform.flip else (False,)):
@@ -211,10 +215,12 @@ class AugmentedFeatures(Dataset):
         ox = self._draw((w - self.crop_size) // s + 1)
         crop = feats[v, :, :, oy:oy + cells, ox:ox + cells]
         if crop.shape[-2:] != (cells, cells):
-            raise RuntimeError(f"cached map {tuple(feats.shape[-2:])} too small for a {cells}-cell crop at ({oy}, {ox})")
+            raise RuntimeError(f"cached map {tuple(feats.shape[-2:])} too small for a {cells}-cell crop "
+                               f"at ({oy}, {ox})")
         boxes = self.boxes[i][v] - boxes_offset(oy * s, ox * s)
         boxes = boxes.clamp(min=0, max=float(self.crop_size))
-        keep = ((boxes[..., 2] - boxes[..., 0]) >= self.min_box_size) & ((boxes[..., 3] - boxes[..., 1]) >= self.min_box_size)
+        wide = (boxes[..., 2] - boxes[..., 0]) >= self.min_box_size
+        keep = wide & ((boxes[..., 3] - boxes[..., 1]) >= self.min_box_size)
         mask = self.box_mask[i][v] & keep
         return {"features": crop, "boxes": boxes.masked_fill(~mask[..., None], 0.0), "box_mask": mask,
                 "target": self.targets[i][v]}
@@ -303,7 +309,7 @@ def _build(model, dataset, *, collate_fn, device, amp, batch_size, num_workers, 
     backbone.train(was_training)
     cached = _dataset(saved, dataset, views, backbone)
     feats = saved["features"]
-    size = sum(f.numel() * f.element_size() for f in feats) if isinstance(feats, list) else feats.numel() * feats.element_size()
+    size = sum(f.numel() * f.element_size() for f in (feats if isinstance(feats, list) else [feats]))
     shape = tuple(feats[0].shape) if isinstance(feats, list) else tuple(feats.shape[1:])
     log.info(f"train.cache_features: the backbone's output of {len(cached)} training clips, "
              f"{shape} each{' (views, C, T, H, W): crops and flips taken on it' if views else ''} "
@@ -325,7 +331,8 @@ def _dataset(saved: dict, dataset, views, backbone):
     if views is None:
         return CachedFeatures(saved["features"], saved["boxes"], saved["box_mask"], saved["targets"], dataset.classes)
     t = dataset.transform
-    return AugmentedFeatures(saved["features"], saved["boxes"], saved["box_mask"], saved["targets"], saved["frame_sizes"],
+    return AugmentedFeatures(saved["features"], saved["boxes"], saved["box_mask"], saved["targets"],
+                             saved["frame_sizes"],
                              crop_size=t.crop_size, stride=int(backbone.spatial_stride), min_box_size=t.min_box_size,
                              classes=dataset.classes)
 
@@ -350,7 +357,8 @@ def _run_as_read(backbone, dataset, *, collate_fn, device, amp, batch_size, num_
     feats, boxes, masks, targets = [], [], [], []
     for batch in tqdm(loader, desc="cache features", disable=not progress, dynamic_ncols=True):
         if "clips" not in batch or batch.get("num_skipped", 0):
-            raise ConfigError(f"{source}: train.cache_features: some training videos could not be read; fix or remove them first")
+            raise ConfigError(f"{source}: train.cache_features: some training videos could not be read; "
+                              "fix or remove them first")
         with autocast_context(device, amp):
             x = backbone(batch["clips"].to(device))  # (b, C, T', H', W')
         if not feats:
@@ -359,7 +367,8 @@ def _run_as_read(backbone, dataset, *, collate_fn, device, amp, batch_size, num_
         boxes.append(batch["boxes"])
         masks.append(batch["box_mask"])
         targets.append(batch["targets"])
-    return {"features": torch.cat(feats), "boxes": torch.cat(boxes), "box_mask": torch.cat(masks), "targets": torch.cat(targets)}
+    return {"features": torch.cat(feats), "boxes": torch.cat(boxes), "box_mask": torch.cat(masks),
+            "targets": torch.cat(targets)}
 
 
 def _as_list(items: list) -> list:
@@ -379,7 +388,8 @@ def _run_views(backbone, views, *, collate_fn, device, amp, batch_size, num_work
         desc = f"cache features (view {v + 1}/{len(views)})" if len(views) > 1 else "cache features"
         for items in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True):
             if any(it is None or it.get("num_skipped", 0) for it in items):
-                raise ConfigError(f"{source}: train.cache_features: some training videos could not be read; fix or remove them first")
+                raise ConfigError(f"{source}: train.cache_features: some training videos could not be read; "
+                                  "fix or remove them first")
             groups: dict = {}
             for j, it in enumerate(items):
                 groups.setdefault(tuple(it["clip"].shape), []).append(j)
@@ -395,7 +405,8 @@ def _run_views(backbone, views, *, collate_fn, device, amp, batch_size, num_work
                     result[j] = (x[n], batch["boxes"][n], batch["box_mask"][n], batch["targets"][n],
                                  torch.tensor(batch["clips"].shape[-2:]))
             for feat, box, mask, target, size in result:
-                for name, value in zip(("features", "boxes", "box_mask", "targets", "frame_sizes"), (feat, box, mask, target, size)):
+                names = ("features", "boxes", "box_mask", "targets", "frame_sizes")
+                for name, value in zip(names, (feat, box, mask, target, size)):
                     out[name].append(value)
         per_view.append(out)
     saved = {name: [torch.stack([pv[name][i] for pv in per_view]) for i in range(len(per_view[0][name]))]
