@@ -187,7 +187,7 @@ def test_summary_of_two_seeds(tmp_path):
     from strg.demo import _summary_md, plot_per_class, summarize
 
     def report(seed, a, b):
-        return {"seed": seed, "variant": "something", "seconds": 60.0, "preset": {},
+        return {"seed": seed, "variant": "something", "seconds": 60.0, "preset": {}, "runs": {"i3d": {"seconds": 30.0}},
                 "rows": [{"name": "i3d", "label": "I3D", "top1": a, "top5": 1.0},
                          {"name": "joint_gcn", "label": "Joint GCN", "top1": b, "top5": 1.0}],
                 "margins": [{"row": "joint_gcn", "minus": "i3d", "margin": 100 * (b - a), "se": 2.0, "videos": 10}],
