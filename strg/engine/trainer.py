@@ -303,6 +303,8 @@ def train(
             "stage": t["stage"], "frozen": frozen_names, "model": bare.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "rng": rng_states, "config": cfg,
+            # what `strg predict` needs besides the config, without the dataset's annotation files
+            "classes": list(train_set.classes), "multi_label": multi_label,
         })
         ckpt_lib.prune_checkpoints(run_dir, t["keep_checkpoints"])
         return path
