@@ -297,3 +297,15 @@ def test_plan_windows():
     p = plan_windows(5, 10.0, num_clip_frames=4, stride=1.0, stride_unit="seconds", test_clips=2,
                      long_after=5.0, window_stride=None)
     assert p["short"] and p["windows"][0].tolist() == [0, 4, 4, 4]  # the last frame repeated, as in eval
+
+
+def test_video_missing_from_the_store(tiny, tmp_path, capsys, one_thread):
+    import shutil
+
+    other = tmp_path / "not_in_store.webm"
+    shutil.copy(tiny["val"][0], other)
+    out = tmp_path / "out"
+    assert main(["predict", str(tiny["joint"]), tiny["val"][0], str(other), "--proposals",
+                 str(tiny["root"] / "proposals.sqlite"), "--out", str(out), "--quiet"]) == 1
+    first, second = map(json.loads, (out / "predictions.jsonl").read_text().splitlines())
+    assert "top_k" in first and "proposals.sqlite" in second["error"] and "not_in_store" in second["error"]

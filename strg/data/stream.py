@@ -8,9 +8,10 @@ neither: the clips ("windows": frame indices, non-decreasing, e.g.
 frame is decoded once, when the first window that needs it comes up, through the same
 :class:`~strg.data.decode.FrameSource` the datasets use (PyAV decodes forward and seeks only to
 skip a stretch behind a later keyframe), and it is dropped as soon as no later window starts at
-or before it. So at any time it holds the frames of the windows in flight: at most the frames
-one window spans (clips overlapping by more hold no more frames than the union of the windows
-overlapping the current one), whatever the video's length.
+or before it. So at any time it holds the frames of the windows in flight: the wanted frames
+from the current window's first to the furthest last frame seen so far, at most the frames one
+window spans when the windows all span the same number of frames, whatever the video's length
+(``max_held`` records it; tested).
 
 The frames returned for a window are exactly those ``src.get_frames(window)`` returns, the call
 the datasets make for a clip, so predictions on a stream equal the evaluation's.
@@ -63,7 +64,8 @@ class WindowStream:
             upto = int(np.searchsorted(wanted, w[-1], side="right"))
             if upto > done:  # the frames up to this window's end, later windows' ones in between too
                 todo = wanted[done:upto]
-                held.update(zip(todo.tolist(), self.src.get_frames(todo).unbind(0)))  # one forward decode
+                # one forward decode; each frame its own copy, so that dropping it frees it
+                held.update(zip(todo.tolist(), (f.clone() for f in self.src.get_frames(todo).unbind(0))))
                 self.decoded += int(todo.size)
                 done = upto
             self.max_held = max(self.max_held, len(held))
