@@ -29,9 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_loader import make_frames  # noqa: E402
-
 
 def build(root: Path, args) -> tuple[Path, Path]:
     """Videos, a proposals store and a run folder in ``root``; returns (run folder, store)."""
@@ -40,6 +37,9 @@ def build(root: Path, args) -> tuple[Path, Path]:
     from strg.data.testing import write_video
     from strg.engine.checkpoint import checkpoint_path, save_checkpoint
     from strg.models import build_model
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_loader import make_frames  # the same footage as the loader benchmark
 
     fps, h, w = 24, 240, 320
     n = int(args.seconds * fps)
@@ -102,8 +102,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         run, store = build(Path(tmp), args)
-        make = (lambda k: build_rpn_proposer(weights=None, top_k=k, min_size=args.min_size)) if args.boxes == "detector" else None
-        pred = load_predictor(run, proposals=str(store) if args.boxes == "store" else None, make_proposer=make,
+        def make(top_k):  # random weights: the speed does not depend on them
+            return build_rpn_proposer(weights=None, top_k=top_k, min_size=args.min_size)
+
+        pred = load_predictor(run, proposals=str(store) if args.boxes == "store" else None,
+                              make_proposer=make if args.boxes == "detector" else None,
                               device=args.device)
         videos = collect_videos([str(Path(tmp) / "videos")])
         list(predict_videos(pred, videos[:1], batch_size=args.batch_size, long_after=args.long_after))  # warm-up
@@ -120,7 +123,8 @@ def main() -> None:
            "seconds_per_video": args.seconds, "clips": clips, "total_s": round(total, 2),
            "videos_per_s": round(len(results) / total, 3), "clips_per_s": round(clips / total, 3),
            "share": {k: round(v, 3) for k, v in shares.items()}, "device": args.device,
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+           "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "machine": platform.processor() or platform.machine(),
            "cpus": os.cpu_count()}
     print(f"{args.variant} (width {args.width}, {args.frames} frames, short side {args.size}), boxes: {args.boxes}; "
           f"{len(results)} videos of {args.seconds:g} s, {clips} clips in {total:.1f} s")

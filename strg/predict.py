@@ -83,7 +83,10 @@ def _find_run(path: Path, overrides: list[str]) -> tuple[Path, dict, dict, str]:
         raise CheckpointError(f"{path}: no such run folder or checkpoint file")
     ckpt_path = ckpt_lib.resolve_init(path)  # a run folder without checkpoints: CheckpointError
     ckpt = ckpt_lib.load_checkpoint(ckpt_path)
-    run_dir = path if path.is_dir() else ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    if path.is_dir():
+        run_dir = path
+    else:  # RUN/checkpoints/ckpt_N.pt, or a file anywhere
+        run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     yaml_path = run_dir / "config.yaml"
     if path.is_dir() and yaml_path.is_file():
         config, source = str(yaml_path), str(yaml_path)
@@ -103,9 +106,13 @@ def _find_run(path: Path, overrides: list[str]) -> tuple[Path, dict, dict, str]:
 def _classes(ckpt: dict, cfg: dict, ckpt_path: Path, classes_file: str | None) -> list[str]:
     """Class names: ``--classes`` file, else the checkpoint's, else the config's dataset's."""
     if classes_file:
-        from strg.data.datasets import _read_lines
-
-        return [c.strip() for c in _read_lines(classes_file) if c.strip()]
+        try:
+            names = [c.strip() for c in Path(classes_file).read_text(encoding="utf-8-sig").splitlines() if c.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{classes_file}: cannot read the class names ({e})") from None
+        if not names:
+            raise DataError(f"{classes_file}: no class names in it")
+        return names
     if ckpt.get("classes"):
         return [str(c) for c in ckpt["classes"]]
     from strg.config import DATA_KEYS
@@ -132,7 +139,8 @@ def _clip_dataset(cfg: dict, classes: list[str], multi_label: bool, proposals: s
         raise ConfigError(f"{source}: data.kind 'random' is made of generated clips, not videos: there is no clip "
                           "sampling or normalisation to apply to a video file")
     transform = ClipTransform(training=False, train_short_side=d["train_short_side"], crop_size=d["crop_size"],
-                              test_short_side=d["test_short_side"], test_views=d["test_views"], mean=d["mean"], std=d["std"])
+                              test_short_side=d["test_short_side"], test_views=d["test_views"], mean=d["mean"],
+                              std=d["std"])
     return ClipDataset([], classes, multi_label=multi_label, training=False, transform=transform,
                        num_frames=d["num_frames"], stride=d["stride"], stride_unit=d["stride_unit"],
                        test_clips=d["test_clips"], proposals=proposals, max_boxes=d["max_boxes"],
@@ -194,7 +202,8 @@ def load_predictor(
         proposer = proposer.to(dev)
     return Predictor(
         model=model, classes=classes, multi_label=multi_label, combine=cfg["eval"]["combine"],
-        scores=cfg["eval"]["scores"], clips=_clip_dataset(cfg, classes, multi_label, proposals if uses else None, source),
+        scores=cfg["eval"]["scores"],
+        clips=_clip_dataset(cfg, classes, multi_label, proposals if uses else None, source),
         max_boxes=int(data["max_boxes"]) if uses else 0, checkpoint=ckpt_path, config_source=source, device=dev,
         amp="bf16" if amp and dev.type == "cuda" else "none", proposer=proposer,
     )
@@ -217,7 +226,8 @@ def _from_manifest(path: Path) -> list[Path]:
                 try:
                     rows.append(str(json.loads(line)["path"]))
                 except (ValueError, KeyError, TypeError) as e:
-                    raise DataError(f"{path}:{n}: expected a JSON object with a 'path' ({type(e).__name__}: {e})") from None
+                    why = f"{type(e).__name__}: {e}"
+                    raise DataError(f"{path}:{n}: expected a JSON object with a 'path' ({why})") from None
     elif path.suffix == ".csv":
         table = list(csv.reader(text.splitlines()))
         col = table[0].index("path") if table and "path" in table[0] else 0
@@ -339,7 +349,8 @@ class VideoResult:
             per_window = _combine(self.scores, combine, axis=1)  # (W, C)
             rec["windows"] = [
                 {"start": round(float(t0), 3), "end": round(float(t1), 3),
-                 "top_k": [{"class": classes[c], "score": round(float(row[c]), 6)} for c in np.argsort(-row, kind="stable")[:top_k]]}
+                 "top_k": [{"class": classes[c], "score": round(float(row[c]), 6)}
+                           for c in np.argsort(-row, kind="stable")[:top_k]]}
                 for (t0, t1), row in zip(self.window_times(), per_window)
             ]
         rec["files"] = list(self.files)
@@ -361,7 +372,7 @@ def _video_boxes(pred: Predictor, entry, idx: np.ndarray, frames: torch.Tensor, 
     t = len(idx)
     if not pred.uses_boxes:
         return torch.zeros(t, 0, 4), torch.zeros(t, 0, dtype=torch.bool)
-    if pred.proposer is None:
+    if pred.proposer is None:  # the dataset's own lookup: nearest stored frame, rescaled to the frames
         return pred.clips._boxes(VideoRecord(entry.video_id, str(entry.path)), idx, fps, size)
     new = sorted({int(i) for i in idx} - set(cache))
     if new:
@@ -409,7 +420,8 @@ def _video_items(pred: Predictor, entry, res: VideoResult, *, long_after, window
             pred.stats["transform"] += time.perf_counter() - t1
             for v, out in enumerate(views):
                 yield {"clip": out.clip, "boxes": out.boxes, "box_mask": out.box_mask, "target": torch.tensor(-1),
-                       "video_id": entry.video_id, "video_index": 0, "clip_index": w * cl.test_views + v, "slot": (w, v)}
+                       "video_id": entry.video_id, "video_index": 0, "clip_index": w * cl.test_views + v,
+                       "slot": (w, v)}
 
 
 def _run_batch(pred: Predictor, pending: list) -> None:

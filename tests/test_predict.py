@@ -166,7 +166,8 @@ def colour_run(tmp_path_factory):
     classes = list(COLOURS)
     (base / "classes.txt").write_text("\n".join(classes) + "\n")
     cfg = load_config({"model": {"name": "i3d_r50", "width": 4, "stage_blocks": [1, 1, 1, 1]},
-                       "data": {"kind": "manifest", "manifest": str(base / "m.csv"), "classes_file": str(base / "classes.txt"),
+                       "data": {"kind": "manifest", "manifest": str(base / "m.csv"),
+                                "classes_file": str(base / "classes.txt"),
                                 "num_frames": 4, "stride": 2.0, "stride_unit": "frames", "test_clips": 1,
                                 "train_short_side": [32, 32], "crop_size": 32, "test_short_side": 32},
                        "train": {"device": "cpu"}, "eval": {}})
@@ -227,8 +228,8 @@ def test_short_video_and_bad_videos_in_one_run(colour_run, tmp_path, capsys, one
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "junk.mp4").write_bytes(b"not a video at all" * 100)
     out = tmp_path / "out"
-    code = main(["predict", str(colour_run / "run"), good, short, str(tmp_path / "empty.mp4"), str(tmp_path / "junk.mp4"),
-                 "--out", str(out)])
+    bad = [str(tmp_path / "empty.mp4"), str(tmp_path / "junk.mp4")]
+    code = main(["predict", str(colour_run / "run"), good, short, *bad, "--out", str(out)])
     assert code == 1  # some videos failed; the others are predicted
     captured = capsys.readouterr()
     records = {Path(r["path"]).name: r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}

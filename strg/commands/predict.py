@@ -21,13 +21,15 @@ from strg.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder (config.yaml + checkpoints/) or a checkpoint file")
+    parser.add_argument("run", metavar="RUN_OR_CHECKPOINT",
+                        help="a run folder (config.yaml + checkpoints/) or a checkpoint file")
     parser.add_argument("videos", nargs="+", metavar="VIDEO",
                         help="video files, frame folders, folders of them, glob patterns, or a manifest "
                              "(.csv with a path column, .jsonl with a path key, .txt one path a line)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change the run's config, e.g. --set data.test_clips=3 --set eval.combine=mean")
-    parser.add_argument("--out", default="strg-predict", help="folder for predictions.jsonl and the pictures (strg-predict)")
+    parser.add_argument("--out", default="strg-predict",
+                        help="folder for predictions.jsonl and the pictures (strg-predict)")
     parser.add_argument("--top-k", type=int, default=5, help="classes listed per video and per clip (5)")
     parser.add_argument("--long-after", type=float, default=60.0,
                         help="videos longer than this many seconds get a timeline instead of the test clips (60)")
@@ -35,16 +37,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: timelines for videos longer than --long-after; always; never")
     parser.add_argument("--window-stride", type=float, default=None,
                         help="seconds between timeline clips (default: half a clip's span)")
-    parser.add_argument("--timeline-classes", type=int, default=5, help="rows of the timeline picture: the top classes (5)")
+    parser.add_argument("--timeline-classes", type=int, default=5,
+                        help="rows of the timeline picture: the top classes (5)")
     parser.add_argument("--explain", action="store_true",
                         help="draw the top class's region graph (Fig. 3, 4 of the paper) on its best clip")
-    parser.add_argument("--proposals", metavar="STORE", help="proposals store (strg proposals extract) to take the boxes from")
+    parser.add_argument("--proposals", metavar="STORE",
+                        help="proposals store (strg proposals extract) to take the boxes from")
     parser.add_argument("--no-boxes", action="store_true", help="run without boxes (models without a graph head only)")
-    parser.add_argument("--detector", choices=("v1", "v2"), default="v1", help="detector for boxes computed on the fly (v1)")
+    parser.add_argument("--detector", choices=("v1", "v2"), default="v1",
+                        help="detector for boxes computed on the fly (v1)")
     parser.add_argument("--detector-weights", metavar="PATH",
-                        help="Faster R-CNN weights file (default: torchvision's COCO file in the torch hub cache, if there)")
-    parser.add_argument("--random-weights", action="store_true", help="random detector: meaningless boxes (tests, speed)")
-    parser.add_argument("--min-size", type=int, default=800, help="short side the detector sees (800, as strg proposals extract)")
+                        help="Faster R-CNN weights file (default: torchvision's COCO file in the torch hub "
+                             "cache, if it is there)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="random detector: meaningless boxes (tests, speed)")
+    parser.add_argument("--min-size", type=int, default=800,
+                        help="short side the detector sees (800, as strg proposals extract)")
     parser.add_argument("--max-size", type=int, default=None, help="detector long side cap (default min-size * 5/3)")
     parser.add_argument("--nms-iou", type=float, default=0.7, help="IoU of the detector's final NMS (0.7)")
     parser.add_argument("--classes", metavar="FILE", help="class names, one a line (checkpoints that do not list them)")
@@ -97,7 +105,8 @@ class _Progress:
         self.total, self.done, self.start, self.last = total, 0, time.time(), time.time()
         self.tty = sys.stderr.isatty()
         self.enabled = enabled
-        self.bar = tqdm(total=total, unit="video", desc="predict", disable=not (enabled and self.tty), dynamic_ncols=True)
+        self.bar = tqdm(total=total, unit="video", desc="predict", disable=not (enabled and self.tty),
+                        dynamic_ncols=True)
 
     def write(self, text: str) -> None:
         if self.enabled:

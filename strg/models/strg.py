@@ -97,8 +97,9 @@ class STRG(nn.Module):
         x = self.backbone(clips) if backbone_features is None else backbone_features  # (B, 2048, T', H', W')
         if self.graph_head is None:
             if graphs is not None and boxes is not None:  # no graph: only where the boxes fall
-                mask = box_mask if box_mask is not None else torch.ones(boxes.shape[:3], dtype=torch.bool, device=boxes.device)
-                graphs["boxes"], graphs["mask"] = boxes_to_feature_frames(boxes, mask.bool(), x.shape[2])
+                if box_mask is None:
+                    box_mask = torch.ones(boxes.shape[:3], dtype=torch.bool, device=boxes.device)
+                graphs["boxes"], graphs["mask"] = boxes_to_feature_frames(boxes, box_mask.bool(), x.shape[2])
             return x.mean(dim=(2, 3, 4))  # (B, 2048)
         x = self.reduce(x)  # (B, d, T', H', W')
         video = x.mean(dim=(2, 3, 4))  # (B, d)
