@@ -243,11 +243,12 @@ def collect_videos(inputs: list[str]) -> list:
     """Video files, frame folders, folders of them (one level), globs and manifests.
 
     Returns :class:`strg.proposals.extract.VideoEntry` (id = file name without extension, the
-    proposals store's key). A folder with no videos, a glob that matches nothing, a path that
-    does not exist or an id given twice raise DataError naming it. Files that exist but cannot be
-    decoded are found later, per video.
+    proposals store's key). A folder with no videos, a glob that matches nothing, a manifest
+    without rows or an id given twice raise DataError naming it: nothing to run. A video path
+    that does not exist is kept: it fails on its own, like a file that cannot be decoded, and the
+    other videos go on.
     """
-    from strg.proposals.extract import find_videos
+    from strg.proposals.extract import VideoEntry, find_videos
 
     paths: list[str] = []
     for raw in inputs:
@@ -261,7 +262,15 @@ def collect_videos(inputs: list[str]) -> list:
             paths += [str(v) for v in _from_manifest(p)]
         else:
             paths.append(raw)
-    return find_videos(paths) if paths else []
+    entries = []
+    for p in paths:
+        entries += find_videos([p]) if Path(p).exists() else [VideoEntry(Path(p).stem, Path(p))]
+    seen: dict[str, Path] = {}
+    for e in entries:
+        if e.video_id in seen:
+            raise DataError(f"video id {e.video_id!r} is given twice: {seen[e.video_id]} and {e.path}")
+        seen[e.video_id] = e.path
+    return entries
 
 
 # ----------------------------------------------------------------------------------------------

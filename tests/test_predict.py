@@ -228,15 +228,17 @@ def test_short_video_and_bad_videos_in_one_run(colour_run, tmp_path, capsys, one
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "junk.mp4").write_bytes(b"not a video at all" * 100)
     out = tmp_path / "out"
-    bad = [str(tmp_path / "empty.mp4"), str(tmp_path / "junk.mp4")]
+    bad = [str(tmp_path / "empty.mp4"), str(tmp_path / "junk.mp4"), str(tmp_path / "missing.mp4")]
     code = main(["predict", str(colour_run / "run"), good, short, *bad, "--out", str(out)])
     assert code == 1  # some videos failed; the others are predicted
     captured = capsys.readouterr()
     records = {Path(r["path"]).name: r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
     assert records["green.mp4"]["top_k"][0]["class"] == "green"
     assert records["short.mp4"]["top_k"][0]["class"] == "blue" and records["short.mp4"]["shorter_than_clip"]
-    assert "empty.mp4" in records["empty.mp4"]["error"] and "junk.mp4" in records["junk.mp4"]["error"]
-    assert "2 videos could not be read" in captured.err and "2 of 4 videos predicted" in captured.out
+    for name in ("empty.mp4", "junk.mp4", "missing.mp4"):
+        assert name in records[name]["error"], records[name]
+    assert "not found" in records["missing.mp4"]["error"]
+    assert "3 videos could not be read" in captured.err and "2 of 5 videos predicted" in captured.out
 
 
 def test_bad_runs_and_video_lists(colour_run, tmp_path, capsys):
