@@ -492,16 +492,21 @@ def predict_videos(pred: Predictor, videos, *, batch_size: int = 8, long_after: 
         res = VideoResult(entry.video_id, str(entry.path))
         state = [res, False]
         waiting.append(state)
-        try:
-            for item in _video_items(pred, entry, res, long_after=long_after, window_stride=window_stride):
-                pending.append((res, item))
-                if len(pending) >= batch_size:
-                    _run_batch(pred, pending)
-                    pending.clear()
-                    yield from finished()
-        except Exception as e:  # noqa: BLE001 - a bad video must not end the run: report it, go on
-            res.error = f"{type(e).__name__}: {e}" if not isinstance(e, StrgError) else str(e)
-            pending[:] = [(r, it) for r, it in pending if r is not res]
+        items = _video_items(pred, entry, res, long_after=long_after, window_stride=window_stride)
+        while True:
+            try:  # only reading the video is the video's fault; a failing model stops the run
+                item = next(items, None)
+            except Exception as e:  # noqa: BLE001 - a bad video must not end the run: report it, go on
+                res.error = f"{type(e).__name__}: {e}" if not isinstance(e, StrgError) else str(e)
+                pending[:] = [(r, it) for r, it in pending if r is not res]
+                break
+            if item is None:
+                break
+            pending.append((res, item))
+            if len(pending) >= batch_size:
+                _run_batch(pred, pending)
+                pending.clear()
+                yield from finished()
         state[1] = True
         yield from finished()
     _run_batch(pred, pending)
