@@ -312,3 +312,14 @@ def test_video_missing_from_the_store(tiny, tmp_path, capsys, one_thread):
                  str(tiny["root"] / "proposals.sqlite"), "--out", str(out), "--quiet"]) == 1
     first, second = map(json.loads, (out / "predictions.jsonl").read_text().splitlines())
     assert "top_k" in first and "proposals.sqlite" in second["error"] and "not_in_store" in second["error"]
+
+
+def test_progress_on_a_log_is_a_line_every_5_percent(capsys):
+    from strg.commands.predict import _Progress
+
+    progress = _Progress(200, enabled=True)  # stderr is not a terminal under pytest
+    for _ in range(200):
+        progress.update(failed=0)
+    progress.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 20 and lines[-1].startswith("predict: 200/200 videos (0 failed)") and "left" in lines[0]
