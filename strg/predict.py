@@ -196,7 +196,12 @@ def load_predictor(
             raise ConfigError(f"{ckpt_path}: model {name!r} needs region proposals: give --proposals STORE (made by "
                               "`strg proposals extract`) or the detector's weights (--detector-weights PATH)")
         proposer = make_proposer(int(data["max_boxes"]))
-    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as e:
+        raise ConfigError(f"device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: no CUDA GPU is available here (use --device cpu)")
     model.eval().to(dev)
     if isinstance(proposer, torch.nn.Module):
         proposer = proposer.to(dev)

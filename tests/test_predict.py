@@ -253,6 +253,8 @@ def test_bad_runs_and_video_lists(colour_run, tmp_path, capsys):
     state = tmp_path / "plain.pt"  # weights only: no config, no run folder around it
     torch.save(torch.load(next((colour_run / "run" / "checkpoints").iterdir()), weights_only=True)["model"], state)
     cases.append(([str(state), video], "carries no config"))
+    if not torch.cuda.is_available():
+        cases.append(([str(colour_run / "run"), video, "--device", "cuda"], "no CUDA GPU"))
     for argv, message in cases:
         assert main(["predict", *argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2, argv
         assert message in capsys.readouterr().err, argv
