@@ -43,7 +43,7 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache, wraps
 
 import numpy as np
@@ -101,10 +101,8 @@ def _guarded(method: Callable, what: str) -> Callable:
                 return method(self, *args, **kwargs)
         except BaseException:
             if method.__name__ == "__init__":
-                try:
+                with suppress(Exception):  # a half-built source: the original error matters
                     self.close()
-                except Exception:  # noqa: S110 - half-built source; the original error matters
-                    pass
             raise
 
     wrapper._decoder_guarded = True
