@@ -250,8 +250,13 @@ def extract_proposals(
                 chunks = pending.setdefault(vid, [])
                 chunks.append(item)
                 if len(chunks) == item["num_chunks"]:
-                    store.put(vid, **_concat(pending.pop(vid)))  # one transaction per video
-                    result.written.append(vid)
+                    try:
+                        store.put(vid, **_concat(pending.pop(vid)))  # one transaction per video
+                    except DataError as e:  # invalid boxes from the proposer: nothing of it is written
+                        result.failed[vid] = f"{type(e).__name__}: {e}"
+                        bar.write(f"skipping {vid}: {e}", file=sys.stderr)
+                    else:
+                        result.written.append(vid)
                     bar.update(1)
                 bar.set_postfix(frames_per_s=f"{result.frames / (time.perf_counter() - start):.1f}", refresh=False)
     result.seconds = time.perf_counter() - start
