@@ -182,6 +182,14 @@ def header_duration(container, stream) -> float | None:
     return None
 
 
+def check_not_image(path: str, container) -> None:
+    """FFmpeg opens a still image (a PNG or JPEG under a video's name) as a one-frame video:
+    refuse it rather than train on one frame repeated."""
+    name = container.format.name
+    if name.endswith("_pipe") or name in ("image2", "image2pipe"):
+        raise DataError(f"{path}: an image file ({name.removesuffix('_pipe')}), not a video")
+
+
 def check_complete(path: str, declared: float | None, indexed: float, fps: float) -> None:
     """Raise DataError when the frames end well before the duration the header declares.
 
@@ -224,6 +232,7 @@ class PyAVSource(FrameSource):
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
             raise DataError(f"{self.path}: cannot open video ({e})") from e
         try:
+            check_not_image(self.path, self._container)
             if not self._container.streams.video:
                 raise DataError(f"{self.path}: video has zero frames (no video stream)")
             self._stream = self._container.streams.video[0]
@@ -390,19 +399,20 @@ class TorchCodecSource(FrameSource):
             raise DataError(f"{self.path}: video has zero frames")
         self.fps = float(meta.average_fps)
         self.height, self.width = int(meta.height), int(meta.width)
-        self._check_complete(meta)
+        self._check_header(meta)
 
-    def _check_complete(self, meta) -> None:
-        """A cut WebM opens and decodes without error (its header gives TorchCodec no duration):
-        compare the frames' span with the duration PyAV reads from the container's header."""
-        end, begin = meta.end_stream_seconds_from_content, meta.begin_stream_seconds_from_content or 0.0
-        if end is None:
-            return
+    def _check_header(self, meta) -> None:
+        """What TorchCodec does not tell: a still image opened as a video, and a cut WebM, which
+        opens and decodes without error (its header gives TorchCodec no duration): compare the
+        frames' span with the duration PyAV reads from the container's header."""
         import av
 
         with av.open(self.path) as container:  # header only, no decoding
+            check_not_image(self.path, container)
             declared = header_duration(container, container.streams.video[0])
-        check_complete(self.path, declared, float(end) - float(begin), self.fps)
+        end, begin = meta.end_stream_seconds_from_content, meta.begin_stream_seconds_from_content or 0.0
+        if end is not None:
+            check_complete(self.path, declared, float(end) - float(begin), self.fps)
 
     def _decode_sorted(self, indices: np.ndarray) -> torch.Tensor:
         try:

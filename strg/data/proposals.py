@@ -209,7 +209,7 @@ class ProposalStore:
             ok = str(e)
         if ok != "ok":
             self.discard()
-            raise DataError(f"{self.path}: the new store failed its integrity check ({ok}); {self.path} was not changed")
+            raise DataError(f"{self.path}: the new store failed its integrity check ({ok}); the file was not changed")
         os.replace(self._file, self.path)
         _fsync_dir(self.path)
         self._file = self.path

@@ -56,7 +56,7 @@ def parse_video_entry(
     """
     if not isinstance(frames, list):
         raise DataError(f"{where}: video {video_id!r}: expected a list of frames")
-    indices, per_frame = [], []
+    indices, per_frame, seen = [], [], set()
     for n, fr in enumerate(frames):
         if not isinstance(fr, dict) or not isinstance(fr.get("name"), str):
             raise DataError(f"{where}: video {video_id!r}: frame entry {n} has no 'name'")
@@ -76,6 +76,9 @@ def parse_video_entry(
                 raise DataError(
                     f"{where}: video {video_id!r}: {fr['name']}: label without a valid box2d (or score)"
                 ) from None
+        if m.group(1) and int(m.group(1)) in seen:
+            raise DataError(f"{where}: video {video_id!r}: frame {fr['name']!r} appears twice")
+        seen.add(int(m.group(1)))
         indices.append(int(m.group(1)) - 1)
         per_frame.append(rows)
     k = max([len(r) for r in per_frame] + [1])
