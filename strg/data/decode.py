@@ -21,7 +21,7 @@ leaves a stream without a codec context (``AttributeError`` on ``None``), Pillow
 So every ``Exception`` becomes a DataError, except :data:`NOT_DATA_ERRORS` (a missing module or
 out of memory is not the file's fault).
 
-Decoding notes (REFERENCE.md section 4):
+Decoding notes (docs/formats.md):
 
 * torchvision's video readers are gone from current releases; PyAV wheels carry FFmpeg with
   H.264 and VP9, so it is the default. TorchCodec needs FFmpeg libraries from the system; it is
@@ -52,7 +52,7 @@ import torch
 from strg.errors import DataError
 
 #: Frame rate assumed for frame folders when none is given: the Charades RGB frames are 24 fps
-#: (REFERENCE.md section 3). Something-Something v1 folders are 12 fps: pass ``fps=12``.
+#: (docs/formats.md). Something-Something v1 folders are 12 fps: pass ``fps=12``.
 DEFAULT_FOLDER_FPS = 24.0
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")

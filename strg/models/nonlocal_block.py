@@ -1,4 +1,4 @@
-"""Non-local block, embedded Gaussian version (Wang et al., CVPR 2018; REFERENCE.md section 1).
+"""Non-local block, embedded Gaussian version (Wang et al., CVPR 2018; docs/model.md).
 
     y_i = sum_j softmax_j(theta(x_i) . phi(x_j) / sqrt(d_inner)) g(x_j)
     z   = BN(W_z y) + x
