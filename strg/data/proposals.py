@@ -172,9 +172,14 @@ class ProposalStore:
 
     def _check_readable(self) -> None:
         try:
-            conn = self._connection() if self.mode == "r" else sqlite3.connect(
-                f"file:{urllib.parse.quote(os.path.abspath(self._file))}?mode=ro", uri=True, timeout=60.0
-            )
+            if self.mode == "r":
+                conn = self._connection()
+            else:  # "a" on an existing file: look before writing anything (rw: a hot journal
+                # left by a killed writer is rolled back, as in mode "r")
+                access = "rw" if os.access(self._file, os.W_OK) else "ro"
+                uri = f"file:{urllib.parse.quote(os.path.abspath(self._file))}?mode={access}"
+                conn = sqlite3.connect(uri, uri=True, timeout=60.0)
+                conn.execute("PRAGMA query_only = 1")
             try:
                 row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
             finally:
