@@ -434,7 +434,8 @@ def _list_frames(folder: str) -> list[str]:
     """Image files of ``folder`` in frame order, checked to be numbered without gaps.
 
     Works for Charades (``<id>-000001.jpg``, 1-based) and Something-Something v1 (``00001.jpg``):
-    files are ordered by the number at the end of their stem, so frame 0 is the lowest number.
+    files are ordered by the number at the end of their stem, so frame 0 is the lowest number,
+    which must be 0 or 1 (a higher one means the first frames are missing).
     """
     try:
         names = [n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)]
@@ -450,6 +451,8 @@ def _list_frames(folder: str) -> list[str]:
         numbered.append((int(m.group(1)), n))
     numbered.sort()
     numbers = np.fromiter((k for k, _ in numbered), dtype=np.int64, count=len(numbered))
+    if numbers[0] > 1:  # numbering starts at 0 or 1 (Charades, Something-Something v1: 1)
+        raise DataError(f"{folder}: the first frame is {numbered[0][1]}: frames before it are missing")
     gaps = np.flatnonzero(np.diff(numbers) != 1)
     if gaps.size:
         g = int(gaps[0])
