@@ -134,8 +134,14 @@ def test_damaged_frame_folder(data, damage):
 
 ANNOTATIONS = {  # format -> (damage table, file, build_dataset arguments)
     "charades_csv": (corrupt.CHARADES_CSV_DAMAGE, "ch/Charades_v1_train.csv", dict(kind="charades", root="ch")),
+    "charades_classes": (corrupt.CHARADES_CLASSES_DAMAGE, "ch/Charades_v1_classes.txt",
+                         dict(kind="charades", root="ch")),
     "something_v1_csv": (corrupt.SOMETHING_V1_DAMAGE, "v1/something-something-v1-train.csv",
                          dict(kind="something_v1", root="v1")),
+    "something_v1_labels": (corrupt.CLASS_LIST_DAMAGE, "v1/something-something-v1-labels.csv",
+                            dict(kind="something_v1", root="v1")),
+    "manifest_classes": (corrupt.CLASS_LIST_DAMAGE, "ss/classes.txt",
+                         dict(kind="manifest", manifest="ss/train.csv", classes_file="ss/classes.txt")),
     "something_v2_json": (corrupt.SOMETHING_V2_DAMAGE, "ss/labels/something-something-v2-train.json",
                           dict(kind="something_v2", root="ss")),
     "something_v2_labels": (corrupt.SOMETHING_V2_LABELS_DAMAGE, "ss/labels/something-something-v2-labels.json",

@@ -15,7 +15,8 @@ Kinds of damage:
   without frames, another format under the name (a PNG renamed ``.mp4``), random bytes;
 * frame folders: a missing frame (:func:`drop_frame`), an unreadable JPEG (:func:`break_image`);
 * annotation files: every malformed line of each format, as text edits
-  (:data:`CHARADES_CSV_DAMAGE`, :data:`SOMETHING_V1_DAMAGE`, :data:`SOMETHING_V2_DAMAGE`,
+  (:data:`CHARADES_CSV_DAMAGE`, :data:`CHARADES_CLASSES_DAMAGE`, :data:`CLASS_LIST_DAMAGE`,
+  :data:`SOMETHING_V1_DAMAGE`, :data:`SOMETHING_V2_DAMAGE`, :data:`SOMETHING_V2_LABELS_DAMAGE`,
   :data:`SOMETHING_ELSE_DAMAGE`, :data:`MANIFEST_CSV_DAMAGE`, :data:`MANIFEST_JSONL_DAMAGE`);
 * proposals stores: records with invalid boxes or inconsistent arrays written past the
   store's own checks, as another tool could (:func:`damage_store_record`);
@@ -151,6 +152,19 @@ CHARADES_CSV_DAMAGE: dict[str, tuple[Callable[[str], str], str]] = {
     "header_without_actions": (_row(0, _set(9, "acts")), ":1"),
     "unclosed_quote": (_lines(lambda ls: [*ls[:2], ls[2].replace(",", ',"', 1)]), ":"),
     "not_utf8": (lambda t: t + "\udcff", ""),  # written with surrogateescape: an invalid byte
+    "empty_file": (lambda t: "", ""),
+}
+
+#: Charades classes file (``c000 Class name``)
+CHARADES_CLASSES_DAMAGE: dict[str, tuple[Callable[[str], str], str]] = {
+    "id_without_name": (_lines(lambda ls: [ls[0], ls[1].split(" ")[0], *ls[2:]]), ":2"),
+    "duplicate_id": (_lines(lambda ls: [ls[0], ls[0].split(" ")[0] + " Other", *ls[2:]]), ":2"),
+    "empty_file": (lambda t: "", "no classes"),
+}
+
+#: one class name per line (Something-Something v1 labels, manifest classes file)
+CLASS_LIST_DAMAGE: dict[str, tuple[Callable[[str], str], str]] = {
+    "duplicate_class": (_lines(lambda ls: [*ls, ls[0]]), "unique"),
     "empty_file": (lambda t: "", ""),
 }
 
