@@ -133,6 +133,8 @@ class ProposalStore:
             raise DataError(f"{self.path}: proposals store not found")
         if os.path.isdir(self.path):
             raise DataError(f"{self.path}: is a folder, not a proposals store")
+        if mode != "r" and not os.path.isdir(os.path.dirname(os.path.abspath(self.path))):
+            raise DataError(f"{self.path}: its folder does not exist")
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._in_batch = False
