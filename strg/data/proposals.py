@@ -138,6 +138,7 @@ class ProposalStore:
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._in_batch = False
+        self._checked: set[str] = set()  # videos whose boxes were checked on reading (mode "r")
         self._file = self.path  # the file SQLite works on: a temporary one in mode "w"
         if mode == "w":
             head, name = os.path.split(os.path.abspath(self.path))
@@ -355,7 +356,11 @@ class ProposalStore:
             raise DataError(f"{self.path}: cannot read the proposals of video {video_id!r} ({e})") from e
         if row is None:
             raise DataError(f"{self.path}: no proposals for video {video_id!r}")
-        return _decode_record(row, where=f"{self.path}: video {video_id!r}")
+        vid = str(video_id)
+        rec = _decode_record(row, where=f"{self.path}: video {video_id!r}", check_boxes=vid not in self._checked)
+        if self.mode == "r":  # a read-only store does not change: check each video once per process
+            self._checked.add(vid)
+        return rec
 
     def boxes_at(
         self,
@@ -415,8 +420,9 @@ def select_boxes(
     return boxes, mask
 
 
-def _decode_record(row: tuple, *, where: str) -> dict:
-    """A ``videos`` row as arrays, checked as :meth:`ProposalStore.put` checks what it writes."""
+def _decode_record(row: tuple, *, where: str, check_boxes: bool = True) -> dict:
+    """A ``videos`` row as arrays, checked as :meth:`ProposalStore.put` checks what it writes
+    (the boxes only when ``check_boxes``)."""
     f, k, h, w, fps, fb, bb, sb, nb = row
     try:
         f, k, h, w = int(f), int(k), int(h), int(w)
@@ -440,8 +446,9 @@ def _decode_record(row: tuple, *, where: str) -> dict:
         raise DataError(f"{where}: frame {int(frames[bad])}: {int(num[bad])} boxes, not in [0, {k}]")
     if fps is not None and not (math.isfinite(rec["fps"]) and rec["fps"] > 0):
         raise DataError(f"{where}: frame rate {fps!r} is not a positive number")
-    valid = np.arange(k)[None, :] < num[:, None]  # (F, K)
-    validate_boxes(rec["boxes"], valid, (h, w), where=where, frames=frames)
+    if check_boxes:
+        valid = np.arange(k)[None, :] < num[:, None]  # (F, K)
+        validate_boxes(rec["boxes"], valid, (h, w), where=where, frames=frames)
     return rec
 
 
