@@ -13,7 +13,7 @@ top-level ``base``: a YAML file, relative to this one, whose values this file ov
   the keyword-only options of the dataset builder of ``data.kind``. Types come from the
   annotations (or the defaults) of those signatures.
 * ``train`` and ``eval`` are the dataclasses below; every field has the paper's default
-  (section 6.1, REFERENCE.md section 1 "Training and inference").
+  (section 6.1, docs/model.md "Training and inference").
 * Overrides are ``section.key=value`` strings; the value is parsed as a YAML scalar
   (``train.amp=bf16``, ``model.stage_blocks=[1,1,1,1]``, ``train.init=null``).
 * Unknown keys and wrong types raise ``ConfigError`` naming the file and the dotted key.

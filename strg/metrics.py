@@ -1,6 +1,6 @@
 """Evaluation metrics: the official Charades mAP, top-k accuracy, and the Charades submission format.
 
-``charades_map`` reproduces ``Charades_v1_classify.m`` (REFERENCE.md section 3) exactly:
+``charades_map`` reproduces ``Charades_v1_classify.m`` (docs/formats.md) exactly:
 
 * rows are videos in ground-truth order; videos without any label get ``-inf`` scores;
 * per class, a *stable* sort by descending score (tied scores keep row order, no tie grouping);
@@ -47,7 +47,7 @@ def _as_2d(name: str, array) -> np.ndarray:
 
 
 def charades_map(scores, labels) -> dict:
-    """Official Charades classification mAP (``Charades_v1_classify.m``, REFERENCE.md section 3).
+    """Official Charades classification mAP (``Charades_v1_classify.m``, docs/formats.md).
 
     Args:
         scores (array[N, C]): one row per video, in ground-truth order; higher = more confident.
@@ -66,7 +66,7 @@ def charades_map(scores, labels) -> dict:
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN")
     positive = labels > 0
-    # Videos without any action are scored -inf by the official script (REFERENCE.md section 3).
+    # Videos without any action are scored -inf by the official script (docs/formats.md).
     scores = np.where(positive.any(axis=1, keepdims=True), scores, -np.inf)
 
     # Stable sort of -score: descending, ties keep row order (MATLAB's sort is stable).
@@ -143,7 +143,7 @@ def write_submission(path, video_ids: Sequence[str], scores) -> Path:
             if any(c.isspace() for c in vid) or not vid:
                 raise ValueError(f"video id {vid!r} cannot be written in the submission format")
             # repr: the shortest text that reads back to the same float, so no new ties appear
-            # (the official metric does not group ties: REFERENCE.md section 3)
+            # (the official metric does not group ties: docs/formats.md)
             f.write(vid + " " + " ".join(repr(float(s)) for s in row) + "\n")
     os.replace(tmp, path)
     return path
@@ -192,7 +192,7 @@ _CLASS_RE = re.compile(r"^c(\d+)$")
 
 
 def read_charades_labels(csv_path, num_classes: int = 157) -> tuple[list[str], np.ndarray]:
-    """Read the ground truth of a Charades v1 CSV (``id,...,actions,length``; REFERENCE.md section 3).
+    """Read the ground truth of a Charades v1 CSV (``id,...,actions,length``; docs/formats.md).
 
     Returns:
         (ids in file order, labels (array[N, num_classes]) 0/1). ``actions`` holds

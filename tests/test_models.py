@@ -1,4 +1,4 @@
-"""The model of issue 2: shapes, graphs against hand-computed cases, gradients, RoIAlign, inflation."""
+"""The model: shapes, graphs against hand-computed cases, gradients, RoIAlign, inflation."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def test_paper_gmacs_and_params():
     st = (d * d + d) + 2 * 3 * d * d + 3 * 2 * d  # g, W_front and W_back x 3, LayerNorm x 3
     assert joint.params == base.params_backbone + reduce + sim + st + classifier
     nl = count_complexity("nl_i3d_r50")
-    assert abs((nl.gmac - base.gmac) - 68.4) < 0.5  # five NL blocks, REFERENCE.md: ~68 GMAC
+    assert abs((nl.gmac - base.gmac) - 68.4) < 0.5  # five NL blocks, docs/model.md: about 68 GMAC
 
 
 # ---------------------------------------------------------------- graph builders
@@ -154,7 +154,9 @@ def test_similarity_graph_hand_case_and_padding():
     g = similarity_graph(a, b, mask)
     # row 0: logits (1, 0) over the two real nodes; row 1: (0, 2)
     e = math.e
-    expected = torch.tensor([[[e / (e + 1), 1 / (e + 1), 0.0], [1 / (1 + e**2), e**2 / (1 + e**2), 0.0], [0.0, 0.0, 0.0]]])
+    expected = torch.tensor([[[e / (e + 1), 1 / (e + 1), 0.0],
+                              [1 / (1 + e**2), e**2 / (1 + e**2), 0.0],
+                              [0.0, 0.0, 0.0]]])
     torch.testing.assert_close(g, expected)
     # unmasked: a softmax over all columns
     torch.testing.assert_close(similarity_graph(a, b).sum(-1), torch.ones(1, 3))
@@ -178,7 +180,8 @@ def test_spatial_temporal_graphs_hand_case():
     # frame 0: node 0 = [0,0,2,2], node 1 = [10,10,12,12] (overlaps nothing)
     # frame 1: node 2 = [1,1,3,3] (IoU 1/7 with node 0), node 3 = [0,0,2,2] (IoU 1 with node 0)
     # node 4: padded
-    boxes = torch.tensor([[[0, 0, 2, 2], [10, 10, 12, 12], [1, 1, 3, 3], [0, 0, 2, 2], [0, 0, 2, 2]]], dtype=torch.float)
+    boxes = torch.tensor([[[0, 0, 2, 2], [10, 10, 12, 12], [1, 1, 3, 3], [0, 0, 2, 2], [0, 0, 2, 2]]],
+                         dtype=torch.float)
     frames = torch.tensor([[0, 0, 1, 1, 1]])
     mask = torch.tensor([[True, True, True, True, False]])
     front, back = spatial_temporal_graphs(boxes, frames, mask)
@@ -316,7 +319,7 @@ def test_model_maps_input_frame_boxes_to_feature_frames():
 
 def _dilated_resnet50_2d():
     net = torchvision.models.resnet50().eval()
-    for i, block in enumerate(net.layer4):  # res5 with stride 1, dilation 2, like the I3D's
+    for block in net.layer4:  # res5 with stride 1, dilation 2, like the I3D's
         block.conv2.stride, block.conv2.dilation, block.conv2.padding = (1, 1), (2, 2), (2, 2)
         if block.downsample is not None:
             block.downsample[0].stride = (1, 1)
@@ -377,7 +380,7 @@ def test_cli_info(capsys):
 
 
 def _to_pyslowfast(state):
-    """Our backbone keys written the PySlowFast way (REFERENCE.md section 5), independently."""
+    """Our backbone keys written the PySlowFast way (docs/formats.md "Checkpoints"), independently."""
     out = {}
     for key, v in state.items():
         parts = key.split(".")

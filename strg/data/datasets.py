@@ -1,4 +1,4 @@
-"""Datasets in the real formats (REFERENCE.md section 3) and a generic manifest format.
+"""Datasets in the real formats (docs/formats.md) and a generic manifest format.
 
 Every dataset is a :class:`ClipDataset`: a list of :class:`VideoRecord` (annotation order kept,
 the Charades metric depends on it), the class names, and the clip / box / target logic shared by
@@ -265,7 +265,7 @@ class ClipDataset(Dataset):
         if rec.actions is not None and len(rec.actions):
             acts = rec.actions  # (A, 3): class, start, end
             if self.training and idx is not None:
-                # the actions whose interval overlaps the clip's time span (issue 3, Charades)
+                # the actions whose interval overlaps the clip's time span (Charades, docs/data.md)
                 t0, t1 = idx.min() / fps, (idx.max() + 1) / fps
                 acts = acts[(acts[:, 1] < t1) & (acts[:, 2] > t0)]
             target[torch.from_numpy(acts[:, 0].astype(np.int64))] = 1.0
@@ -329,7 +329,7 @@ def read_charades_classes(path: str) -> tuple[list[str], list[str]]:
 
 
 def read_charades_csv(path: str, class_ids: list[str], video_path) -> list[VideoRecord]:
-    """Charades v1 CSV (REFERENCE.md section 3): ``actions`` = ``cNNN start end`` joined by ';'."""
+    """Charades v1 CSV (docs/formats.md): ``actions`` = ``cNNN start end`` joined by ';'."""
     index = {c: i for i, c in enumerate(class_ids)}
     _read_lines(path)  # existence / encoding check with a clear message
     videos = []
@@ -370,7 +370,7 @@ def read_charades_csv(path: str, class_ids: list[str], video_path) -> list[Video
 
 
 def read_something_v2(path: str, labels_path: str, video_path) -> tuple[list[VideoRecord], list[str]]:
-    """Something-Something v2 JSON; the class is the template without brackets (REFERENCE.md 3)."""
+    """Something-Something v2 JSON; the class is the template without brackets (docs/formats.md)."""
     table = _read_json(labels_path)
     if not isinstance(table, dict) or not table:
         raise DataError(f"{labels_path}: expected a JSON object template -> class index")

@@ -11,7 +11,7 @@ Frame ``i`` is the ``i``-th frame in presentation order (0-based), whatever the 
 about timestamps. Errors (missing path, unreadable or truncated file, no frames, index out of
 range) raise :class:`strg.errors.DataError` naming the file.
 
-Decoding notes (REFERENCE.md section 4):
+Decoding notes (docs/formats.md):
 
 * torchvision's video readers are gone from current releases; PyAV wheels carry FFmpeg with
   H.264 and VP9, so it is the default. TorchCodec needs FFmpeg libraries from the system; it is
@@ -41,7 +41,7 @@ import torch
 from strg.errors import DataError
 
 #: Frame rate assumed for frame folders when none is given: the Charades RGB frames are 24 fps
-#: (REFERENCE.md section 3). Something-Something v1 folders are 12 fps: pass ``fps=12``.
+#: (docs/formats.md). Something-Something v1 folders are 12 fps: pass ``fps=12``.
 DEFAULT_FOLDER_FPS = 24.0
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")

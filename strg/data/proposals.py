@@ -218,7 +218,7 @@ class ProposalStore:
         h, w = (int(x) for x in frame_size)
         valid = np.arange(k)[None, :] < num_boxes[:, None]  # (F, K)
         validate_boxes(boxes, valid, (h, w), where=where)
-        # highest score first within each frame; padding sorts last (REFERENCE.md section 1: K best)
+        # highest score first within each frame; padding sorts last (docs/model.md: K best)
         key = np.where(valid, -scores.astype(np.float64), np.inf)
         rank = np.argsort(key, axis=1, kind="stable")  # (F, K)
         boxes = np.take_along_axis(boxes, rank[..., None], axis=1)
@@ -295,7 +295,7 @@ class ProposalStore:
         A frame without proposals of its own takes those of the nearest stored frame when it is at
         most ``tolerance`` frames away (default: half the median interval between stored frames,
         0 when only one frame is stored); beyond that it gets an empty, masked set, never the
-        boxes of a distant frame (issue 3). Ties go to the earlier stored frame.
+        boxes of a distant frame. Ties go to the earlier stored frame.
 
         Args:
             video_id: the video.

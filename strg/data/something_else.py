@@ -1,6 +1,6 @@
 """Import the Something-Else boxes (ground truth for Something-Something v2) into a proposals store.
 
-Something-Else (REFERENCE.md section 3) ships as several JSON files, each a dict keyed by video
+Something-Else (docs/formats.md) ships as several JSON files, each a dict keyed by video
 id; each value is a list with one entry per annotated frame::
 
     {"name": "<id>/0001.jpg",                       # 1-based frame number of the 12 fps video
@@ -35,7 +35,7 @@ from strg.errors import DataError
 
 logger = logging.getLogger("strg.data")
 
-#: Something-Something v2 frame rate and frame height (REFERENCE.md section 3)
+#: Something-Something v2 frame rate and frame height (docs/formats.md)
 SOMETHING_FPS = 12.0
 SOMETHING_HEIGHT = 240
 

@@ -1,4 +1,4 @@
-"""I3D ResNet backbones (paper section 4.1, Table 1; REFERENCE.md section 1 "Backbone").
+"""I3D ResNet backbones (paper section 4.1, Table 1; docs/model.md "Backbone").
 
 The layout follows torchvision's 2D ResNet (``conv1``, ``bn1``, ``layer1`` ... ``layer4``, blocks
 with ``conv1``/``bn1``/``conv2``/``bn2``/``conv3``/``bn3``/``downsample``), so that ImageNet
@@ -12,7 +12,7 @@ weights inflate key for key (see :mod:`strg.models.weights`). Differences from 2
 * pool2, after res2 (``layer1``): max-pool kernel ``pool2_kernel`` x1x1, temporal stride 2. The
   paper's Table 1 prints kernel 3; the Caffe2 original and PySlowFast use 2 (same parameters,
   different outputs). A setting.
-* The temporal kernel (3 or 1) sits on the first 1x1 conv of a block (REFERENCE.md: the pattern
+* The temporal kernel (3 or 1) sits on the first 1x1 conv of a block (docs/model.md "Backbone": the pattern
   of the Non-local paper's I3D that the paper's 153 GMAC is met by). Which blocks carry it is the
   data table :data:`TEMPORAL_KERNELS`.
 * res5 (``layer4``) has spatial stride 1 and dilation 2 in its 3x3 convs, so 224 px in gives a
@@ -36,7 +36,7 @@ from strg.models.sources import BackboneSource, get_source
 
 # Temporal kernel size of the first (1x1) conv of each block, per stage (res2..res5).
 # R50: the Non-local paper's I3D (Caffe2 video-nonlocal-net, PySlowFast `i3d`, mmaction2
-# inflate=(1,1,1),(1,0,1,0),(1,0,1,0,1,0),(0,1,0)); counted at 152.5 GMAC (REFERENCE.md).
+# inflate=(1,1,1),(1,0,1,0),(1,0,1,0,1,0),(0,1,0)); counted at 152.5 GMAC (docs/model.md).
 # R101: the same alternation continued over res4's 23 blocks (3,1,3,1,...,3): our choice, as
 # the paper does not print it; the Caffe2 R101 I3D alternates the same way.
 TEMPORAL_KERNELS: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -46,7 +46,7 @@ TEMPORAL_KERNELS: dict[str, tuple[tuple[int, ...], ...]] = {
 
 STAGE_BLOCKS: dict[str, tuple[int, int, int, int]] = {"r50": (3, 4, 6, 3), "r101": (3, 4, 23, 3)}
 
-# Non-local blocks: inserted after these (0-based) blocks of res3 and res4 (REFERENCE.md
+# Non-local blocks: inserted after these (0-based) blocks of res3 and res4 (docs/model.md
 # "Non-local blocks": PySlowFast / mmaction2 for R50, the Caffe2 original for R101).
 NONLOCAL_BLOCKS: dict[str, tuple[tuple[int, ...], ...]] = {
     "r50": ((), (1, 3), (1, 3, 5), ()),
@@ -102,7 +102,7 @@ def make_norm(frozen: bool) -> Callable[..., nn.Module]:
 
 
 class Bottleneck3d(nn.Module):
-    """ResNet bottleneck with a ``temporal_kernel`` x1x1 first conv (REFERENCE.md, I3D pattern).
+    """ResNet bottleneck with a ``temporal_kernel`` x1x1 first conv (docs/model.md "Backbone").
 
     x (Tensor[B, C_in, T, H, W]) -> Tensor[B, 4 * width, T, H / stride, W / stride]
     """
@@ -140,7 +140,7 @@ class Bottleneck3d(nn.Module):
                 norm_layer(out_channels),
             )
         # The non-local block of this position runs on the block's output (inserted "after a
-        # residual block", REFERENCE.md); kept inside the block so that torchvision keys map 1:1.
+        # residual block", docs/model.md); kept inside the block so that torchvision keys map 1:1.
         self.nonlocal_block = nonlocal_block
 
     def forward(self, x: Tensor) -> Tensor:

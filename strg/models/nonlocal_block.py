@@ -1,5 +1,5 @@
-"""Non-local block (Wang et al., CVPR 2018), in the variants of the codes
-that publish Kinetics I3D checkpoints.
+"""Non-local block (Wang et al., CVPR 2018; docs/model.md), in the variants of the codes that
+publish Kinetics I3D checkpoints (docs/checkpoints.md).
 
 Embedded Gaussian (the default, Non-local paper eq. 2-3 with the softmax)::
 

@@ -1,7 +1,7 @@
 """Weights kept apart from model code: 2D -> 3D inflation of ImageNet ResNets (paper 4.1).
 
 A t x k x k kernel is inflated from a k x k kernel by repeating it t times along time and
-dividing by t (paper section 4.1; REFERENCE.md "Inflation"), so that a clip of identical frames
+dividing by t (paper section 4.1; docs/model.md "Backbone"), so that a clip of identical frames
 gives the 2D network's response. The 3D backbone uses torchvision's key names, so keys map one
 to one; nothing is left at random init silently: a missing key, an unexpected key or a shape
 mismatch raises :class:`~strg.errors.CheckpointError` listing them.
@@ -130,7 +130,7 @@ def inflate_resnet2d(backbone: nn.Module, state_dict_2d: dict[str, Tensor], *, s
 
 
 # ---------------------------------------------------------------------------------------------
-# Kinetics-pretrained I3D checkpoints of the field (REFERENCE.md section 5)
+# Kinetics-pretrained I3D checkpoints of the field (docs/formats.md "Checkpoints")
 # ---------------------------------------------------------------------------------------------
 
 _PYSLOWFAST_STEM = re.compile(r"^s1\.pathway0_stem\.(conv|bn)\.(.+)$")
