@@ -39,8 +39,9 @@ EPS = 1e-5
 # ------------------------------------------------------------------ parameters, independently
 
 
-def reference_params(*, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, pairwise="embedded_gaussian",
-                     out_bias=True, seed=0) -> dict:
+def reference_params(
+    *, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, pairwise="embedded_gaussian", out_bias=True, seed=0
+) -> dict:
     """Canonical name -> tensor. Convs scaled so activations stay O(1); BN and non-local gammas
     away from 0 so that every part (the non-local blocks too) changes the output."""
     g = torch.Generator().manual_seed(seed)
@@ -104,7 +105,7 @@ def pyslowfast_key(name: str) -> str:
     """PySlowFast (video_model_builder.ResNet + resnet_helper + nonlocal_helper) names."""
     parts = name.split(".")
     if parts[0] == "stem":
-        return f"s1.pathway0_stem.conv.weight" if parts[1] == "conv" else f"s1.pathway0_stem.bn.{_BN_PT[parts[2]]}"
+        return "s1.pathway0_stem.conv.weight" if parts[1] == "conv" else f"s1.pathway0_stem.bn.{_BN_PT[parts[2]]}"
     i, j = int(parts[0][1:]), int(parts[1][1:])
     if parts[2] == "nl":
         head = parts[3]
@@ -119,7 +120,9 @@ def pyslowfast_key(name: str) -> str:
     if part == "down_bn":
         return f"{res}.branch1_bn.{_BN_PT[parts[3]]}"
     letter = "abc"[int(part[-1]) - 1]
-    return f"{res}.branch2.{letter}.weight" if part.startswith("conv") else f"{res}.branch2.{letter}_bn.{_BN_PT[parts[3]]}"
+    return (
+        f"{res}.branch2.{letter}.weight" if part.startswith("conv") else f"{res}.branch2.{letter}_bn.{_BN_PT[parts[3]]}"
+    )
 
 
 def mmaction2_key(name: str) -> str:
@@ -141,7 +144,11 @@ def mmaction2_key(name: str) -> str:
         return f"{block}.downsample.conv.weight"
     if part == "down_bn":
         return f"{block}.downsample.bn.{_BN_PT[parts[3]]}"
-    return f"{block}.conv{part[-1]}.conv.weight" if part.startswith("conv") else f"{block}.conv{part[-1]}.bn.{_BN_PT[parts[3]]}"
+    return (
+        f"{block}.conv{part[-1]}.conv.weight"
+        if part.startswith("conv")
+        else f"{block}.conv{part[-1]}.bn.{_BN_PT[parts[3]]}"
+    )
 
 
 def caffe2_key(name: str) -> str:
@@ -190,9 +197,15 @@ def write_mmaction2(path, params, meta_cfg: str | None = None):
 
 def write_caffe2(path, params):
     blobs = {caffe2_key(k): v.numpy().copy() for k, v in params.items()}
-    blobs.update({"pred_w": np.zeros((400, 128), np.float32), "pred_b": np.zeros(400, np.float32),
-                  "conv1_w_momentum": np.zeros_like(blobs["conv1_w"]), "lr": np.array([0.01], np.float32),
-                  "model_iter": np.array([400000], np.int64)})
+    blobs.update(
+        {
+            "pred_w": np.zeros((400, 128), np.float32),
+            "pred_b": np.zeros(400, np.float32),
+            "conv1_w_momentum": np.zeros_like(blobs["conv1_w"]),
+            "lr": np.array([0.01], np.float32),
+            "model_iter": np.array([400000], np.int64),
+        }
+    )
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
 
 
@@ -224,8 +237,9 @@ def test_key_sets_are_the_sources_names():
 
 def _bn(x, p, name):
     shape = (1, -1, 1, 1, 1)
-    return (x - p[name + ".rm"].view(shape)) / torch.sqrt(p[name + ".rv"].view(shape) + EPS) * p[name + ".w"].view(shape) \
-        + p[name + ".b"].view(shape)
+    return (x - p[name + ".rm"].view(shape)) / torch.sqrt(p[name + ".rv"].view(shape) + EPS) * p[name + ".w"].view(
+        shape
+    ) + p[name + ".b"].view(shape)
 
 
 def _pointwise(x, w, b=None):
@@ -280,7 +294,13 @@ def reference_forward(p, raw, sem, stage_blocks=(1, 2, 4, 1)) -> dict:
             b, s = f"s{i}.b{j}", stride if j == 0 else 1
             k = KERNELS[i][j]
             y = F.relu(_bn(F.conv3d(x, p[b + ".conv1"], padding=(k // 2, 0, 0)), p, b + ".bn1"))
-            y = F.relu(_bn(F.conv3d(y, p[b + ".conv2"], stride=(1, s, s), padding=(0, dil, dil), dilation=(1, dil, dil)), p, b + ".bn2"))
+            y = F.relu(
+                _bn(
+                    F.conv3d(y, p[b + ".conv2"], stride=(1, s, s), padding=(0, dil, dil), dilation=(1, dil, dil)),
+                    p,
+                    b + ".bn2",
+                )
+            )
             y = _bn(F.conv3d(y, p[b + ".conv3"]), p, b + ".bn3")
             short = _bn(F.conv3d(x, p[b + ".down"], stride=(1, s, s)), p, b + ".down_bn") if j == 0 else x
             x = F.relu(y + short)
@@ -325,16 +345,42 @@ def raw_clip(t=16, size=64, seed=1):
 
 
 # Each source's semantics, as facts (docs/checkpoints.md has file and line for each):
-PYSLOWFAST = dict(stem_pool="subsample", stem_pad=1, pool2=2, nl=("embedded_gaussian", "before", True), channels="rgb",
-                  mean=(0.45,) * 3, std=(0.225,) * 3, value_scale=1.0)
-MMACTION2 = dict(stem_pool="subsample", stem_pad=1, pool2=2, nl=("embedded_gaussian", "after", False), channels="rgb",
-                 mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), value_scale=255.0)
-VIDEO_NONLOCAL_NET = dict(stem_pool="pairs", stem_pad=0, pool2=2, nl=("embedded_gaussian", "before", True), channels="rgb",
-                          mean=(114.75,) * 3, std=(57.375,) * 3, value_scale=255.0)
+PYSLOWFAST = dict(
+    stem_pool="subsample",
+    stem_pad=1,
+    pool2=2,
+    nl=("embedded_gaussian", "before", True),
+    channels="rgb",
+    mean=(0.45,) * 3,
+    std=(0.225,) * 3,
+    value_scale=1.0,
+)
+MMACTION2 = dict(
+    stem_pool="subsample",
+    stem_pad=1,
+    pool2=2,
+    nl=("embedded_gaussian", "after", False),
+    channels="rgb",
+    mean=(123.675, 116.28, 103.53),
+    std=(58.395, 57.12, 57.375),
+    value_scale=255.0,
+)
+VIDEO_NONLOCAL_NET = dict(
+    stem_pool="pairs",
+    stem_pad=0,
+    pool2=2,
+    nl=("embedded_gaussian", "before", True),
+    channels="rgb",
+    mean=(114.75,) * 3,
+    std=(57.375,) * 3,
+    value_scale=255.0,
+)
 
 
 def _build(path, nl=True, **kw):
-    return build_model("nl_i3d_r50" if nl else "i3d_r50", num_classes=3, **TINY, backbone_checkpoint=str(path), **kw).eval()
+    return build_model(
+        "nl_i3d_r50" if nl else "i3d_r50", num_classes=3, **TINY, backbone_checkpoint=str(path), **kw
+    ).eval()
 
 
 # ------------------------------------------------------------------ PySlowFast
@@ -363,9 +409,19 @@ def test_pyslowfast_saved_cfg_dot_product_and_normalisation(tmp_path):
     write_pyslowfast(path, p, cfg=cfg)
     model = _build(path, temporal_strides=(1, 1, 2))
     src = model.backbone.source
-    assert src.name == "pyslowfast_dot_product" and src.data_mean == (0.4, 0.45, 0.5) and src.data_std == (0.2, 0.225, 0.25)
+    assert (
+        src.name == "pyslowfast_dot_product"
+        and src.data_mean == (0.4, 0.45, 0.5)
+        and src.data_std == (0.2, 0.225, 0.25)
+    )
     raw = raw_clip(t=8)
-    sem = dict(PYSLOWFAST, strides=(1, 1, 2), nl=("dot_product", "before", False), mean=(0.4, 0.45, 0.5), std=(0.2, 0.225, 0.25))
+    sem = dict(
+        PYSLOWFAST,
+        strides=(1, 1, 2),
+        nl=("dot_product", "before", False),
+        mean=(0.4, 0.45, 0.5),
+        std=(0.2, 0.225, 0.25),
+    )
     assert_same(strg_features(model, raw), reference_forward(p, raw, sem))
     with pytest.raises(CheckpointError, match="dot.pyth.*'pyslowfast' contradicts the file"):
         _build(path, temporal_strides=(1, 1, 2), backbone_source="pyslowfast")
@@ -393,8 +449,10 @@ def test_mmaction2_i3d_r50_subsamples_in_the_stem(tmp_path):
     assert rel(got["res2"], kinetics_norm["res2"]) > 1e-2
 
 
-@pytest.mark.parametrize("mode,name", [("embedded_gaussian", "mmaction2"), ("dot_product", "mmaction2_dot_product"),
-                                       ("gaussian", "mmaction2_gaussian")])
+@pytest.mark.parametrize(
+    "mode,name",
+    [("embedded_gaussian", "mmaction2"), ("dot_product", "mmaction2_dot_product"), ("gaussian", "mmaction2_gaussian")],
+)
 def test_mmaction2_nonlocal_variants(tmp_path, mode, name):
     """mmaction2's I3D NL configs: non_local_cfg sub_sample=True, use_scale=False, BN3d norm on
     conv_out (no bias), mode embedded_gaussian / dot_product / gaussian."""
@@ -423,7 +481,10 @@ def test_mmaction2_without_saved_config_assumes_embedded_gaussian(tmp_path, capl
     assert model.backbone.source.name == "mmaction2" and "embedded_gaussian' assumed" in caplog.text
     model = _build(path, temporal_strides=(2, 2, 2), backbone_source="mmaction2_dot_product")  # the user decides
     raw = raw_clip()
-    assert_same(strg_features(model, raw), reference_forward(p, raw, dict(MMACTION2, strides=(2, 2, 2), nl=("dot_product", "after", False))))
+    assert_same(
+        strg_features(model, raw),
+        reference_forward(p, raw, dict(MMACTION2, strides=(2, 2, 2), nl=("dot_product", "after", False))),
+    )
     with pytest.raises(CheckpointError, match="nl.pth.*'pyslowfast' cannot be a mmaction2 checkpoint"):
         _build(path, temporal_strides=(2, 2, 2), backbone_source="pyslowfast")
 
@@ -489,7 +550,9 @@ def test_round_trip_keeps_source_and_features(tmp_path):
     write_mmaction2(path, p, meta_cfg="non_local_cfg=dict(sub_sample=True, use_scale=False, mode='embedded_gaussian')")
     first = _build(path, temporal_strides=(2, 2, 2))
     saved = tmp_path / "run.pt"
-    ckpt_lib.save_checkpoint(saved, {"model": first.state_dict(), "config": {"model": {"backbone_source": "mmaction2"}}})
+    ckpt_lib.save_checkpoint(
+        saved, {"model": first.state_dict(), "config": {"model": {"backbone_source": "mmaction2"}}}
+    )
     second = _build(saved, temporal_strides=(2, 2, 2))
     assert second.backbone.source.name == "mmaction2"
     raw = raw_clip()
@@ -518,11 +581,21 @@ def test_bad_checkpoints_name_the_file_and_load_nothing(tmp_path):
     with pytest.raises(CheckpointError, match="concat.pth.*'concatenation'"):
         _build(concat, temporal_strides=(2, 2, 2))
     no_sub = tmp_path / "nosub.pth"
-    torch.save({"state_dict": {k.replace("g.0.conv", "g.conv"): v for k, v in state.items() if "concat" not in k}}, no_sub)
+    torch.save(
+        {"state_dict": {k.replace("g.0.conv", "g.conv"): v for k, v in state.items() if "concat" not in k}}, no_sub
+    )
     with pytest.raises(CheckpointError, match="nosub.pth.*sub_sample=False"):
         _build(no_sub, temporal_strides=(2, 2, 2))
     odd = tmp_path / "odd.pyth"
-    torch.save({"model_state": {**{pyslowfast_key(k): v for k, v in p.items()}, "s3.pathway0_res1.branch2.d.weight": torch.zeros(1)}}, odd)
+    torch.save(
+        {
+            "model_state": {
+                **{pyslowfast_key(k): v for k, v in p.items()},
+                "s3.pathway0_res1.branch2.d.weight": torch.zeros(1),
+            }
+        },
+        odd,
+    )
     with pytest.raises(CheckpointError, match="odd.pyth: 1 pyslowfast backbone keys that strg cannot place"):
         _build(odd)
 
@@ -531,7 +604,9 @@ def test_bad_checkpoints_name_the_file_and_load_nothing(tmp_path):
     write_pyslowfast(path, deeper)
     backbone = i3d_resnet(50, **TINY, nonlocal_=True, source="pyslowfast")
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r"deeper.pyth.*unexpected.*\(1, 2, 6, 1\) in the file, \(1, 2, 4, 1\) in this backbone"):
+    with pytest.raises(
+        CheckpointError, match=r"deeper.pyth.*unexpected.*\(1, 2, 6, 1\) in the file, \(1, 2, 4, 1\) in this backbone"
+    ):
         load_i3d_checkpoint(backbone, path)
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())  # nothing half-loaded
     mm = tmp_path / "mm.pth"
@@ -551,9 +626,17 @@ def test_config_fills_and_guards_the_source(tmp_path):
 
     path = tmp_path / "mm.pth"
     write_mmaction2(path, reference_params(nonlocal_=False))
-    base = {"model": {"name": "i3d_r50", "width": 4, "stage_blocks": [1, 2, 4, 1], "temporal_strides": [2, 2, 2],
-                      "backbone_checkpoint": str(path)},
-            "data": {"kind": "charades", "root": str(tmp_path)}, "train": {"init_2d": None}}
+    base = {
+        "model": {
+            "name": "i3d_r50",
+            "width": 4,
+            "stage_blocks": [1, 2, 4, 1],
+            "temporal_strides": [2, 2, 2],
+            "backbone_checkpoint": str(path),
+        },
+        "data": {"kind": "charades", "root": str(tmp_path)},
+        "train": {"init_2d": None},
+    }
     cfg = load_config(base)
     assert cfg["data"]["mean"] is None and cfg["model"]["backbone_source"] is None
     notes = apply_backbone_source(cfg, "x.yaml")
@@ -561,7 +644,9 @@ def test_config_fills_and_guards_the_source(tmp_path):
     assert cfg["data"]["mean"] == (0.485, 0.456, 0.406) and cfg["data"]["std"] == (0.229, 0.224, 0.225)
     assert any("model.backbone_source: mmaction2" in n for n in notes)
     explicit = load_config(base, ["data.mean=[0.45,0.45,0.45]", "data.std=[0.225,0.225,0.225]"])
-    assert any("data.mean is [0.45, 0.45, 0.45]; source 'mmaction2'" in n for n in apply_backbone_source(explicit, "x.yaml"))
+    assert any(
+        "data.mean is [0.45, 0.45, 0.45]; source 'mmaction2'" in n for n in apply_backbone_source(explicit, "x.yaml")
+    )
     with pytest.raises(CheckpointError, match="mm.pth: backbone_source 'video_nonlocal_net' contradicts the file"):
         apply_backbone_source(load_config(base, ["model.backbone_source=video_nonlocal_net"]), "x.yaml")
     with pytest.raises(ConfigError, match="model.backbone_source: must be one of"):

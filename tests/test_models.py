@@ -471,7 +471,8 @@ def _to_caffe2(state):
 def test_load_caffe2_pkl(tmp_path):
     """A video-nonlocal-net .pkl (pickled blobs, Python-2-era numpy references, momentum blobs and
     counters beside the weights) loads into the same backbone, as it is (RGB) or, for a BGR run,
-    with its first conv turned from BGR to RGB inputs; a pickle that names anything but numpy arrays is refused without running it."""
+    with its first conv turned from BGR to RGB inputs; a pickle that names anything but numpy
+    arrays is refused without running it."""
     import pickle
 
     import numpy as np
@@ -507,7 +508,8 @@ def test_load_caffe2_pkl(tmp_path):
         # random weights make large activations, and the flip changes the summation order)
         torch.testing.assert_close(copy.deepcopy(dst).double()(clip), copy.deepcopy(src).double()(clip.flip(1)))
 
-    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), source="video_nonlocal_net")  # no non-local blocks: must refuse
+    # no non-local blocks: must refuse
+    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), source="video_nonlocal_net")
     with pytest.raises(CheckpointError, match="unexpected.*nonlocal"):
         load_i3d_checkpoint(plain, path)
 

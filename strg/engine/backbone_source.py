@@ -21,7 +21,9 @@ _FILLED = ("backbone_source", "pool2_kernel")
 
 def _resolved(cfg: dict) -> bool:
     model, data = cfg["model"], cfg["data"]
-    return all(model.get(k) is not None for k in _FILLED) and all(data.get(k) is not None for k in ("mean", "std") if k in data)
+    return all(model.get(k) is not None for k in _FILLED) and all(
+        data.get(k) is not None for k in ("mean", "std") if k in data
+    )
 
 
 def apply_backbone_source(cfg: dict, source: str = "<config>") -> list[str]:
@@ -42,13 +44,17 @@ def apply_backbone_source(cfg: dict, source: str = "<config>") -> list[str]:
     if model.get("pool2_kernel") is None:
         model["pool2_kernel"] = src.pool2_kernel
     elif model["pool2_kernel"] != src.pool2_kernel:
-        notes.append(f"{source}: model.pool2_kernel is {model['pool2_kernel']}; source {src.name!r} used {src.pool2_kernel}")
+        notes.append(
+            f"{source}: model.pool2_kernel is {model['pool2_kernel']}; source {src.name!r} used {src.pool2_kernel}"
+        )
     for key, value in (("mean", src.data_mean), ("std", src.data_std)):
         if key not in data:
             continue  # a dataset kind without normalisation options
         if data[key] is None:
             data[key] = tuple(value)
         elif not all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(data[key], value)):
-            notes.append(f"{source}: data.{key} is {list(data[key])}; source {src.name!r} normalised with {list(value)} "
-                         "(RGB, 0-1): the backbone sees other inputs than it was trained on")
+            notes.append(
+                f"{source}: data.{key} is {list(data[key])}; source {src.name!r} normalised with {list(value)} "
+                "(RGB, 0-1): the backbone sees other inputs than it was trained on"
+            )
     return notes

@@ -216,9 +216,11 @@ class ResNet3d(nn.Module):
         self.bn1 = norm(width)
         self.relu = nn.ReLU(inplace=True)
         t_pool1 = s_pool1 if stem_pool == "pairs" else 1
-        self.maxpool = nn.MaxPool3d((t_pool1, 3, 3), stride=(s_pool1, 2, 2), padding=(0, stem_pool_padding, stem_pool_padding))
+        pad1 = stem_pool_padding
+        self.maxpool = nn.MaxPool3d((t_pool1, 3, 3), stride=(s_pool1, 2, 2), padding=(0, pad1, pad1))
         # pool2: kernel k, stride 2 in time; padding keeps T/2 for k = 3 (and k = 2 needs none).
-        self.pool2 = nn.MaxPool3d((pool2_kernel, 1, 1), stride=(s_pool2, 1, 1), padding=(pool2_kernel // 2 if pool2_kernel == 3 else 0, 0, 0))
+        pad2 = pool2_kernel // 2 if pool2_kernel == 3 else 0
+        self.pool2 = nn.MaxPool3d((pool2_kernel, 1, 1), stride=(s_pool2, 1, 1), padding=(pad2, 0, 0))
 
         spatial_strides, dilations = (1, 2, 2, 1), (1, 1, 1, 2)  # res5: stride 1, dilation 2
         in_ch = width
@@ -228,7 +230,9 @@ class ResNet3d(nn.Module):
             w = width * 2**i
             for j in range(stage_blocks[i]):
                 out_ch = w * Bottleneck3d.expansion
-                nl = NonLocalBlock(out_ch, norm_layer=norm, variant=nonlocal_variant) if j in nonlocal_blocks[i] else None
+                nl = None
+                if j in nonlocal_blocks[i]:
+                    nl = NonLocalBlock(out_ch, norm_layer=norm, variant=nonlocal_variant)
                 blocks.append(
                     Bottleneck3d(
                         in_ch, w, temporal_kernel=temporal_kernels[i][j],

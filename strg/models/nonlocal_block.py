@@ -44,7 +44,9 @@ class NonLocalVariant:
 
     def __post_init__(self):
         if self.pairwise not in PAIRWISE:
-            raise ValueError(f"non-local pairwise function {self.pairwise!r} is not supported (supported: {', '.join(PAIRWISE)})")
+            raise ValueError(
+                f"non-local pairwise function {self.pairwise!r} is not supported (supported: {', '.join(PAIRWISE)})"
+            )
         if self.pool not in ("before", "after"):
             raise ValueError(f"non-local pool must be 'before' or 'after', got {self.pool!r}")
 
@@ -81,7 +83,9 @@ class NonLocalBlock(nn.Module):
         self.reset_parameters()
 
     def _convs(self) -> list[nn.Conv3d]:
-        return [m for m in (getattr(self, "theta", None), getattr(self, "phi", None), self.g, self.out) if m is not None]
+        return [
+            m for m in (getattr(self, "theta", None), getattr(self, "phi", None), self.g, self.out) if m is not None
+        ]
 
     def reset_parameters(self) -> None:
         for conv in self._convs():

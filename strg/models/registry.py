@@ -123,7 +123,10 @@ def build_model(
     if inflate_from is not None and backbone_checkpoint is not None:
         raise ValueError("give inflate_from or backbone_checkpoint, not both")
     ckpt = read_i3d_checkpoint(backbone_checkpoint) if backbone_checkpoint is not None else None
-    source, how = resolve_source(ckpt, backbone_source) if ckpt is not None else resolve_backbone_source(None, backbone_source)
+    if ckpt is not None:
+        source, _ = resolve_source(ckpt, backbone_source)
+    else:
+        source, _ = resolve_backbone_source(None, backbone_source)
     if pool2_kernel is not None and pool2_kernel != source.pool2_kernel and ckpt is not None:
         logger.warning("pool2_kernel=%d, but source %r used %d: the loaded weights will compute something else",
                        pool2_kernel, source.name, source.pool2_kernel)

@@ -82,7 +82,9 @@ class BackboneSource:
 
     def with_normalisation(self, mean, std, value_scale: float) -> BackboneSource:
         """The same source with the normalisation a checkpoint file recorded."""
-        return replace(self, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std), value_scale=value_scale)
+        return replace(
+            self, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std), value_scale=value_scale
+        )
 
 
 def _mm(pairwise: str) -> NonLocalVariant:
@@ -95,38 +97,72 @@ SOURCES: dict[str, BackboneSource] = {
     s.name: s
     for s in (
         BackboneSource(
-            "strg", stem_pool="pairs", nonlocal_variant=_SOFTMAX_BEFORE, mean=_IMAGENET[0], std=_IMAGENET[1],
-            pool2_kernel=3, description="built here (ImageNet inflation or scratch): Table 1's pool2 kernel 3, ImageNet normalisation",
+            "strg",
+            stem_pool="pairs",
+            nonlocal_variant=_SOFTMAX_BEFORE,
+            mean=_IMAGENET[0],
+            std=_IMAGENET[1],
+            pool2_kernel=3,
+            description="built here (ImageNet inflation or scratch): Table 1's pool2 kernel 3, ImageNet normalisation",
         ),
         BackboneSource(
-            "pyslowfast", stem_pool="subsample", nonlocal_variant=_SOFTMAX_BEFORE,
+            "pyslowfast",
+            stem_pool="subsample",
+            nonlocal_variant=_SOFTMAX_BEFORE,
             description="PySlowFast .pyth, and its model zoo's Caffe2 .pkl (configs/Kinetics/c2/I3D*_8x8_R50.yaml)",
         ),
         BackboneSource(
-            "pyslowfast_dot_product", stem_pool="subsample",
+            "pyslowfast_dot_product",
+            stem_pool="subsample",
             nonlocal_variant=NonLocalVariant(pairwise="dot_product", pool="before", scale=False, out_bias=True),
             description="PySlowFast with NONLOCAL.INSTANTIATION: dot_product",
         ),
         BackboneSource(
-            "mmaction2", stem_pool="subsample", nonlocal_variant=_mm("embedded_gaussian"), mean=_MMACTION2[0],
-            std=_MMACTION2[1], value_scale=_MMACTION2[2], description="mmaction2 I3D R50 (its NL configs: embedded_gaussian)",
+            "mmaction2",
+            stem_pool="subsample",
+            nonlocal_variant=_mm("embedded_gaussian"),
+            mean=_MMACTION2[0],
+            std=_MMACTION2[1],
+            value_scale=_MMACTION2[2],
+            description="mmaction2 I3D R50 (its NL configs: embedded_gaussian)",
         ),
         BackboneSource(
-            "mmaction2_dot_product", stem_pool="subsample", nonlocal_variant=_mm("dot_product"), mean=_MMACTION2[0],
-            std=_MMACTION2[1], value_scale=_MMACTION2[2], description="mmaction2 I3D NL, non_local_cfg mode='dot_product'",
+            "mmaction2_dot_product",
+            stem_pool="subsample",
+            nonlocal_variant=_mm("dot_product"),
+            mean=_MMACTION2[0],
+            std=_MMACTION2[1],
+            value_scale=_MMACTION2[2],
+            description="mmaction2 I3D NL, non_local_cfg mode='dot_product'",
         ),
         BackboneSource(
-            "mmaction2_gaussian", stem_pool="subsample", nonlocal_variant=_mm("gaussian"), mean=_MMACTION2[0],
-            std=_MMACTION2[1], value_scale=_MMACTION2[2], description="mmaction2 I3D NL, non_local_cfg mode='gaussian'",
+            "mmaction2_gaussian",
+            stem_pool="subsample",
+            nonlocal_variant=_mm("gaussian"),
+            mean=_MMACTION2[0],
+            std=_MMACTION2[1],
+            value_scale=_MMACTION2[2],
+            description="mmaction2 I3D NL, non_local_cfg mode='gaussian'",
         ),
         BackboneSource(
-            "video_nonlocal_net", stem_pool="pairs", nonlocal_variant=_SOFTMAX_BEFORE, mean=_CAFFE2[0], std=_CAFFE2[1],
-            value_scale=_CAFFE2[2], stem_pool_padding=0,
+            "video_nonlocal_net",
+            stem_pool="pairs",
+            nonlocal_variant=_SOFTMAX_BEFORE,
+            mean=_CAFFE2[0],
+            std=_CAFFE2[1],
+            value_scale=_CAFFE2[2],
+            stem_pool_padding=0,
             description="Caffe2 video-nonlocal-net .pkl (MODEL.USE_BGR False: RGB frames)",
         ),
         BackboneSource(
-            "video_nonlocal_net_bgr", stem_pool="pairs", nonlocal_variant=_SOFTMAX_BEFORE, channels="bgr",
-            mean=_CAFFE2[0], std=_CAFFE2[1], value_scale=_CAFFE2[2], stem_pool_padding=0,
+            "video_nonlocal_net_bgr",
+            stem_pool="pairs",
+            nonlocal_variant=_SOFTMAX_BEFORE,
+            channels="bgr",
+            mean=_CAFFE2[0],
+            std=_CAFFE2[1],
+            value_scale=_CAFFE2[2],
+            stem_pool_padding=0,
             description="Caffe2 video-nonlocal-net .pkl trained with MODEL.USE_BGR True",
         ),
     )
@@ -145,8 +181,16 @@ FORMAT_SOURCES: dict[str, tuple[str, ...]] = {
 
 
 # The names, as a type: ``model.backbone_source`` in a config is checked against it.
-SourceName = Literal["strg", "pyslowfast", "pyslowfast_dot_product", "mmaction2", "mmaction2_dot_product",
-                     "mmaction2_gaussian", "video_nonlocal_net", "video_nonlocal_net_bgr"]
+SourceName = Literal[
+    "strg",
+    "pyslowfast",
+    "pyslowfast_dot_product",
+    "mmaction2",
+    "mmaction2_dot_product",
+    "mmaction2_gaussian",
+    "video_nonlocal_net",
+    "video_nonlocal_net_bgr",
+]
 assert set(SourceName.__args__) == set(SOURCES)
 
 

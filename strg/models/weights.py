@@ -76,7 +76,9 @@ def load_resnet2d_state_dict(source: str | os.PathLike, *, depth: int = 50) -> d
     return state
 
 
-def inflate_resnet2d(backbone: nn.Module, state_dict_2d: dict[str, Tensor], *, source: str = "2D weights") -> InflationReport:
+def inflate_resnet2d(
+    backbone: nn.Module, state_dict_2d: dict[str, Tensor], *, source: str = "2D weights"
+) -> InflationReport:
     """Fill a :class:`~strg.models.backbone.ResNet3d` from a torchvision 2D ResNet state dict.
 
     Args:
@@ -116,13 +118,16 @@ def inflate_resnet2d(backbone: nn.Module, state_dict_2d: dict[str, Tensor], *, s
     used = set(report.loaded) | set(missing) | {k for k in state_dict_2d if k.endswith("num_batches_tracked")}
     unexpected = [k for k in state_dict_2d if k not in used and k not in _IGNORED_2D and k not in target]
     report.ignored = [k for k in _IGNORED_2D if k in state_dict_2d]
+    def listed(keys: list[str], sep: str = ", ") -> str:
+        return sep.join(keys[:8]) + (" ..." if len(keys) > 8 else "")
+
     problems = []
     if missing:
-        problems.append(f"{len(missing)} backbone keys missing from the 2D weights: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        problems.append(f"{len(missing)} backbone keys missing from the 2D weights: {listed(missing)}")
     if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches: {'; '.join(mismatched[:8])}{' ...' if len(mismatched) > 8 else ''}")
+        problems.append(f"{len(mismatched)} shape mismatches: {listed(mismatched, '; ')}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected 2D keys: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        problems.append(f"{len(unexpected)} unexpected 2D keys: {listed(unexpected)}")
     if problems:
         raise CheckpointError(f"{source}: cannot inflate into the 3D backbone: " + "; ".join(problems))
     backbone.load_state_dict(new_state, strict=False)
@@ -138,7 +143,9 @@ _PYSLOWFAST_RES = re.compile(r"^s(\d)\.pathway0_res(\d+)\.(branch1|branch1_bn|br
 _PYSLOWFAST_NL = re.compile(r"^s(\d)\.pathway0_nonlocal(\d+)\.(conv_theta|conv_phi|conv_g|conv_out|bn)\.(.+)$")
 _MMACTION_STEM = re.compile(r"^backbone\.conv1\.(conv|bn)\.(.+)$")
 _MMACTION_RES = re.compile(r"^backbone\.layer(\d)\.(\d+)\.(conv[123]|downsample)\.(conv|bn)\.(.+)$")
-_MMACTION_NL = re.compile(r"^backbone\.layer(\d)\.(\d+)\.non_local_block\.(theta\.conv|phi\.0\.conv|g\.0\.conv|conv_out\.conv|conv_out\.bn)\.(.+)$")
+_MMACTION_NL = re.compile(
+    r"^backbone\.layer(\d)\.(\d+)\.non_local_block\.(theta\.conv|phi\.0\.conv|g\.0\.conv|conv_out\.conv|conv_out\.bn)\.(.+)$"
+)
 _NL_NAMES = {"conv_theta": "theta", "conv_phi": "phi", "conv_g": "g", "conv_out": "out", "bn": "bn",
              "theta.conv": "theta", "phi.0.conv": "phi", "g.0.conv": "g",
              "conv_out.conv": "out", "conv_out.bn": "bn"}
@@ -240,7 +247,9 @@ def load_caffe2_blobs(path: str | os.PathLike) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: not a readable Caffe2 .pkl checkpoint ({e})") from e
     blobs = obj.get("blobs", obj) if isinstance(obj, dict) else None
     if not isinstance(blobs, dict) or not blobs:
-        raise CheckpointError(f"{path}: expected a dict of Caffe2 blobs (with a 'blobs' entry), got {type(obj).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a dict of Caffe2 blobs (with a 'blobs' entry), got {type(obj).__name__}"
+        )
     out = {}
     for name, value in blobs.items():
         if name.endswith("_momentum") or not isinstance(value, np.ndarray) or value.dtype.kind != "f":
@@ -254,7 +263,9 @@ _BACKBONE_PREFIX = {"pyslowfast": re.compile(r"^s\d\."), "mmaction2": re.compile
                     "caffe2": re.compile(r"^(res\d|res_conv1|conv1|nonlocal_)"), "strg": re.compile(r"^$")}
 
 
-def convert_i3d_checkpoint(state: dict[str, Tensor], source: str = "checkpoint") -> tuple[dict[str, Tensor], str, list[str]]:
+def convert_i3d_checkpoint(
+    state: dict[str, Tensor], source: str = "checkpoint"
+) -> tuple[dict[str, Tensor], str, list[str]]:
     """Rename a PySlowFast, mmaction2 or Caffe2 I3D ResNet state dict to strg backbone keys.
 
     Returns (backbone state dict, detected format, keys not used: heads, counters). ``source``
@@ -275,7 +286,8 @@ def convert_i3d_checkpoint(state: dict[str, Tensor], source: str = "checkpoint")
     else:
         raise CheckpointError(
             f"{source}: unrecognised checkpoint keys (expected PySlowFast 's1.pathway0_stem.*', mmaction2 "
-            f"'backbone.conv1.*', Caffe2 'conv1_w' or strg 'layer1.0.conv1.*'); first keys: {', '.join(list(state)[:5])}"
+            f"'backbone.conv1.conv.*', Caffe2 'conv1_w' or strg 'layer1.0.conv1.*'); "
+            f"first keys: {', '.join(list(state)[:5])}"
         )
     if fmt == "mmaction2":
         _check_mmaction_nonlocal(state, source)
@@ -414,11 +426,12 @@ def detect_source(ckpt: I3DCheckpoint) -> tuple[str, bool, str]:
         inst = _yaml_get(saved["pyslowfast_cfg"], "NONLOCAL", "INSTANTIATION") if "pyslowfast_cfg" in saved else None
         if inst is not None or not has_nl:
             name = "pyslowfast_dot_product" if has_nl and inst == "dot_product" else "pyslowfast"
-            return name, True, "PySlowFast keys" + (f" and its saved cfg (NONLOCAL.INSTANTIATION: {inst})" if has_nl else "")
-        return "pyslowfast", False, "PySlowFast keys, no saved cfg: softmax non-local assumed (the Kinetics NLN configs')"
+            told = f" and its saved cfg (NONLOCAL.INSTANTIATION: {inst})" if has_nl else ""
+            return name, True, "PySlowFast keys" + told
+        return "pyslowfast", False, "PySlowFast keys, no saved cfg: softmax non-local assumed (its NLN configs')"
     if ckpt.format == "mmaction2":
         if has_nl and not any(".nonlocal_block.theta." in k for k in ckpt.state):
-            return "mmaction2_gaussian", True, "mmaction2 keys, non-local blocks without theta/phi convs (mode='gaussian')"
+            return "mmaction2_gaussian", True, "mmaction2 keys, non-local without theta/phi convs (mode='gaussian')"
         mode = _mmaction_mode(saved["mmaction2_cfg"]) if "mmaction2_cfg" in saved else None
         if mode is not None and has_nl:
             if mode not in ("embedded_gaussian", "dot_product"):
@@ -428,9 +441,11 @@ def detect_source(ckpt: I3DCheckpoint) -> tuple[str, bool, str]:
                 f"mmaction2 keys and its saved config (non_local_cfg mode={mode!r})"
         if not has_nl:
             return "mmaction2", True, "mmaction2 keys"
-        return "mmaction2", False, "mmaction2 keys, no saved config: mode='embedded_gaussian' assumed (its I3D NL configs')"
+        return "mmaction2", False, "mmaction2 keys, no saved config: mode='embedded_gaussian' assumed (its NL configs')"
     if ckpt.format == "caffe2":
-        return "video_nonlocal_net", False, "Caffe2 blob names, which do not tell video-nonlocal-net from PySlowFast's model zoo: video_nonlocal_net assumed"
+        return "video_nonlocal_net", False, (
+            "Caffe2 blob names, the same in video-nonlocal-net and PySlowFast's model zoo: video_nonlocal_net assumed"
+        )
     if "strg_source" in saved:
         return saved["strg_source"], True, "strg checkpoint, its recorded backbone_source"
     return "strg", False, "strg keys without a recorded source: 'strg' assumed"
@@ -481,13 +496,14 @@ class LoadReport:
     flipped_to_rgb: bool = False
 
     def summary(self) -> str:
-        s = self.source
+        s, nl = self.source, self.source.nonlocal_variant
+        on = {True: "on", False: "off"}
+        flipped = " (conv1 flipped to take RGB)" if self.flipped_to_rgb else ""
         return (
             f"{self.path}: {self.format} I3D loaded as source {s.name!r} ({self.how}): stem pool {s.stem_pool}, "
-            f"non-local {s.nonlocal_variant.pairwise} pooled {s.nonlocal_variant.pool} phi/g, scale "
-            f"{'on' if s.nonlocal_variant.scale else 'off'}, out bias {'on' if s.nonlocal_variant.out_bias else 'off'}; "
-            f"{s.channels.upper()} input{' (conv1 flipped to take RGB)' if self.flipped_to_rgb else ''}; normalise with "
-            f"data.mean={list(s.data_mean)} data.std={list(s.data_std)}; not used: {', '.join(self.unused) or 'nothing'}"
+            f"non-local {nl.pairwise} pooled {nl.pool} phi/g, scale {on[nl.scale]}, out bias {on[nl.out_bias]}; "
+            f"{s.channels.upper()} input{flipped}; normalise with data.mean={list(s.data_mean)} "
+            f"data.std={list(s.data_std)}; not used: {', '.join(self.unused) or 'nothing'}"
         )
 
 
@@ -540,15 +556,22 @@ def load_i3d_checkpoint(backbone: nn.Module, checkpoint: str | os.PathLike | I3D
     target = backbone.state_dict()
     missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in target]
-    mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in target.items() if k in state and state[k].shape != v.shape]
+    mismatched = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or mismatched:
         have, want = _blocks_per_stage(state), _blocks_per_stage(target)
-        depth = f"; blocks per stage {have} in the file, {want} in this backbone (another depth?)" if have != want else ""
+        depth = ""
+        if have != want:
+            depth = f"; blocks per stage {have} in the file, {want} in this backbone (another depth?)"
         hint = "; if the file comes from another source, build it with backbone_source=NAME" if "assumed" in how else ""
         raise CheckpointError(
-            f"{path} ({ckpt.format}, source {src.name!r}: {how}) does not fit this backbone: {len(missing)} missing "
-            f"({', '.join(missing[:5])}), {len(unexpected)} unexpected ({', '.join(unexpected[:5])}), {len(mismatched)} "
-            f"shape mismatches ({'; '.join(mismatched[:5])}){depth}{hint}"
+            f"{path} ({ckpt.format}, source {src.name!r}: {how}) does not fit this backbone: "
+            f"{len(missing)} missing ({', '.join(missing[:5])}), {len(unexpected)} unexpected "
+            f"({', '.join(unexpected[:5])}), {len(mismatched)} shape mismatches ({'; '.join(mismatched[:5])})"
+            f"{depth}{hint}"
         )
     backbone.load_state_dict(state, strict=False)  # strict apart from BN counters (checked above)
     return LoadReport(path, ckpt.format, src, how, ckpt.unused, flip)
