@@ -656,3 +656,51 @@ def test_config_fills_and_guards_the_source(tmp_path):
     apply_backbone_source(later, "graph.yaml")
     with pytest.raises(ConfigError, match="model.backbone_source: 'mmaction2' there, 'strg' here"):
         _check_backbone_settings(cfg, later, "runs/a/checkpoints/x.pt", "graph.yaml")
+
+
+def test_run_records_the_source_and_later_stages_keep_it(tmp_path, one_thread):
+    """A backbone stage from a Kinetics file records the source in config.yaml and checkpoints; a
+    graph stage built without it is refused, one that names it runs."""
+    import yaml
+
+    from strg.engine import train
+
+    path = tmp_path / "i3d_r50.pth"
+    write_mmaction2(path, reference_params(stage_blocks=(1, 1, 1, 1), nonlocal_=False))
+
+    def tiny(name, **kw):
+        return {
+            "model": {"name": name, "width": 4, "stage_blocks": [1, 1, 1, 1], "dim": 8, "gcn_layers": 1},
+            "data": {
+                "kind": "random",
+                "num_videos": 4,
+                "num_classes": 3,
+                "frames": 2,
+                "size": 32,
+                "boxes_per_frame": 2,
+            },
+            "train": {
+                "iterations": 1,
+                "batch_size": 1,
+                "batch_per_device": 1,
+                "checkpoint_period": 1,
+                "num_workers": 0,
+                "device": "cpu",
+                "tensorboard": False,
+                "progress": False,
+                **kw,
+            },
+            "eval": {"split": None},
+        }
+
+    first = tiny("i3d_r50", init_2d=None)
+    first["model"]["backbone_checkpoint"] = str(path)
+    train(first, run_dir=tmp_path / "backbone")
+    saved = yaml.safe_load((tmp_path / "backbone" / "config.yaml").read_text())
+    assert saved["model"]["backbone_source"] == "mmaction2" and saved["model"]["pool2_kernel"] == 2
+    assert "model.backbone_source: mmaction2" in (tmp_path / "backbone" / "log.txt").read_text()
+    graph = tiny("joint_gcn_r50", stage="graph", init=str(tmp_path / "backbone"))
+    with pytest.raises(ConfigError, match=r"model.backbone_source: 'mmaction2' there, 'strg' here"):
+        train(graph, run_dir=tmp_path / "graph")
+    graph["model"]["backbone_source"] = "mmaction2"
+    train(graph, run_dir=tmp_path / "graph2")

@@ -196,13 +196,13 @@ def train(
     """
     source = str(config) if not isinstance(config, dict) else "<config>"
     cfg = load_config(config, overrides)
-    source_notes = apply_backbone_source(cfg, source)  # before config.yaml is written: it records the values used
     t, ev = cfg["train"], cfg["eval"]
     if t["init_2d"] is not None and (cfg["model"].get("backbone_checkpoint") or cfg["model"].get("inflate_from")):
         raise ConfigError(
             f"{source}: train.init_2d would overwrite the backbone weights of model.backbone_checkpoint / "
             f"model.inflate_from; set train.init_2d: null"
         )
+    source_notes = apply_backbone_source(cfg, source)  # before config.yaml is written: it records the values used
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     info = dist_lib.setup(t["device"])
     per_step = t["batch_per_device"] * info.world_size
