@@ -20,10 +20,11 @@ a shape, so loading alone cannot catch them (docs/checkpoints.md lists the facts
 * the normalisation: mean and std, written on the source's own value scale (0-255 for
   mmaction2 and Caffe2, 0-1 for PySlowFast), applied by strg's data pipeline on 0-1 RGB values.
 
-A :class:`BackboneSource` holds all five under one name, e.g. ``build_model(...,
-backbone_source="mmaction2")``. Where a checkpoint file tells its source (key names, a saved
-config), :func:`strg.models.weights.detect_source` reads it and an explicit setting that
-contradicts it is refused; where it cannot (a Caffe2 ``.pkl``: same blob names from
+The paper starts from a Kinetics-pretrained I3D (section 6.1). A :class:`BackboneSource` holds
+all five under one name, e.g. ``build_model(..., backbone_source="mmaction2")``. Where a
+checkpoint file tells its source (key names, a saved config),
+:func:`strg.models.weights.detect_source` reads it and an explicit setting that contradicts it is
+refused; where it cannot (a Caffe2 ``.pkl``: same blob names from
 video-nonlocal-net and from PySlowFast's model zoo), the default is documented below and the
 load report says it was assumed. ``"strg"`` is the source of a backbone built here (ImageNet
 inflation or scratch): the paper's pool2 kernel 3 and ImageNet normalisation.
@@ -51,8 +52,9 @@ class BackboneSource:
     """The settings a source's I3D ran with that weights cannot show (see the module docstring).
 
     ``mean`` and ``std`` are in the source's own ``value_scale`` (1: values in [0, 1]; 255) and in
-    its ``channels`` order; :attr:`data_mean` / :attr:`data_std` give them as strg's data options
-    (RGB, on [0, 1]).
+    RGB order: every source normalises the decoded RGB frames (PySlowFast's channel reversal comes
+    after; video-nonlocal-net's mean and std are the same for the three channels).
+    :attr:`data_mean` / :attr:`data_std` give them as strg's data options (RGB, on [0, 1]).
     """
 
     name: str
@@ -67,8 +69,7 @@ class BackboneSource:
     description: str = ""
 
     def _rgb01(self, values: tuple[float, float, float]) -> tuple[float, float, float]:
-        ordered = values[::-1] if self.channels == "bgr" else values
-        return tuple(round(v / self.value_scale, 10) for v in ordered)
+        return tuple(round(v / self.value_scale, 10) for v in values)
 
     @property
     def data_mean(self) -> tuple[float, float, float]:
