@@ -58,6 +58,28 @@ def parse_name(name: str) -> tuple[bool, str, int]:
     return m.group(1) is not None, m.group(2), DEPTHS[m.group(3)]
 
 
+def _backbone(depth: int, *, inflate_from, backbone_checkpoint, backbone_source, pool2_kernel, **kwargs):
+    """The I3D backbone of :func:`build_model`, built for its weights' source and loaded."""
+    if inflate_from is not None and backbone_checkpoint is not None:
+        raise ValueError("give inflate_from or backbone_checkpoint, not both")
+    ckpt = read_i3d_checkpoint(backbone_checkpoint) if backbone_checkpoint is not None else None
+    if ckpt is not None:
+        source, _ = resolve_source(ckpt, backbone_source)
+        if pool2_kernel is not None and pool2_kernel != source.pool2_kernel:
+            logger.warning("pool2_kernel=%d, but source %r used %d: the loaded weights will compute something else",
+                           pool2_kernel, source.name, source.pool2_kernel)
+    else:
+        source, _ = resolve_backbone_source(None, backbone_source)
+    backbone = i3d_resnet(depth, pool2_kernel=pool2_kernel, source=source, **kwargs)
+    if inflate_from is not None:
+        state = load_resnet2d_state_dict(inflate_from, depth=depth)
+        report = inflate_resnet2d(backbone, state, source=str(inflate_from))
+        logger.info("%s: %s", inflate_from, report.summary())
+    if ckpt is not None:
+        logger.info("%s", load_i3d_checkpoint(backbone, ckpt, source=source).summary())
+    return backbone
+
+
 def build_model(
     name: str,
     *,
@@ -120,27 +142,12 @@ def build_model(
             :mod:`strg.models.region`.
     """
     nonlocal_, head, depth = parse_name(name)
-    if inflate_from is not None and backbone_checkpoint is not None:
-        raise ValueError("give inflate_from or backbone_checkpoint, not both")
-    ckpt = read_i3d_checkpoint(backbone_checkpoint) if backbone_checkpoint is not None else None
-    if ckpt is not None:
-        source, _ = resolve_source(ckpt, backbone_source)
-    else:
-        source, _ = resolve_backbone_source(None, backbone_source)
-    if pool2_kernel is not None and pool2_kernel != source.pool2_kernel and ckpt is not None:
-        logger.warning("pool2_kernel=%d, but source %r used %d: the loaded weights will compute something else",
-                       pool2_kernel, source.name, source.pool2_kernel)
-    backbone = i3d_resnet(
-        depth, width=width, stage_blocks=stage_blocks, nonlocal_=nonlocal_, pool2_kernel=pool2_kernel,
+    backbone = _backbone(
+        depth, inflate_from=inflate_from, backbone_checkpoint=backbone_checkpoint, backbone_source=backbone_source,
+        width=width, stage_blocks=stage_blocks, nonlocal_=nonlocal_, pool2_kernel=pool2_kernel,
         temporal_strides=tuple(temporal_strides) if temporal_strides is not None else None,
-        frozen_bn=frozen_bn, in_channels=in_channels, source=source,
+        frozen_bn=frozen_bn, in_channels=in_channels,
     )
-    if inflate_from is not None:
-        state = load_resnet2d_state_dict(inflate_from, depth=depth)
-        report = inflate_resnet2d(backbone, state, source=str(inflate_from))
-        logger.info("%s: %s", inflate_from, report.summary())
-    if ckpt is not None:
-        logger.info("%s", load_i3d_checkpoint(backbone, ckpt, source=source).summary())
     graphs = HEADS[head]
     graph_head = None
     if graphs is not None:
