@@ -470,6 +470,9 @@ def test_mmaction2_nonlocal_variants(tmp_path, mode, name):
     if mode != "gaussian":  # pooling before phi and g (Caffe2, PySlowFast) computes otherwise
         before = reference_forward(p, raw, dict(sem, nl=(mode, "before", False)))
         assert rel(got["res4"], before["res4"]) > 1e-3
+    if mode == "embedded_gaussian":  # use_scale=False matters too
+        scaled = reference_forward(p, raw, dict(sem, nl=(mode, "after", True)))
+        assert rel(got["res4"], scaled["res4"]) > 1e-2
 
 
 def test_mmaction2_without_saved_config_assumes_embedded_gaussian(tmp_path, caplog):
