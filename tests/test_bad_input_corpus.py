@@ -344,6 +344,17 @@ def test_training_skips_or_stops_on_damaged_videos(data, tmp_path, capsys, one_t
     assert "training samples were skipped" in log or any(r.get("skipped") for r in records)
     assert_unchanged(data, before)
     assert cut.exists()
+    # evaluation with every validation video damaged: a clear error, no predictions file
+    val_ids = [e["id"] for e in json.loads((data / "ss/labels/something-something-v2-validation.json").read_text())]
+    for i in val_ids:
+        corrupt.png_renamed(videos / f"{i}.webm")
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    rc = main(["eval", str(cfg), "--checkpoint", str(tmp_path / "skip"), "--split", "val",
+               "--predictions", str(tmp_path / "p.txt")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "all 2 items were skipped" in err, err
+    assert_unchanged(tmp_path, before)
 
 
 @pytest.fixture(scope="module")
