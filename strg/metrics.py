@@ -177,7 +177,9 @@ def read_submission(path) -> tuple[list[str], np.ndarray]:
             if any(math.isnan(v) for v in values):
                 raise DataError(f"{path}:{lineno}: video {vid}: NaN score")
             if rows and len(values) != len(rows[0]):
-                raise DataError(f"{path}:{lineno}: video {vid} has {len(values)} scores, earlier lines have {len(rows[0])}")
+                raise DataError(
+                    f"{path}:{lineno}: video {vid} has {len(values)} scores, earlier lines have {len(rows[0])}"
+                )
             if vid in seen:
                 raise DataError(f"{path}:{lineno}: video {vid} already appears on line {seen[vid]}")
             seen[vid] = lineno
@@ -223,7 +225,9 @@ def read_charades_labels(csv_path, num_classes: int = 157) -> tuple[list[str], n
                 parts = triple.split()
                 m = _CLASS_RE.match(parts[0]) if parts else None
                 if m is None or len(parts) != 3:
-                    raise DataError(f"{csv_path}:{line}: video {vid}: bad action {triple!r} (expected 'cNNN start end')")
+                    raise DataError(
+                        f"{csv_path}:{line}: video {vid}: bad action {triple!r} (expected 'cNNN start end')"
+                    )
                 c = int(m.group(1))
                 if c >= num_classes:
                     raise DataError(f"{csv_path}:{line}: video {vid}: class c{c:03d} but only {num_classes} classes")
