@@ -379,6 +379,12 @@ def test_damaged_checkpoint(checkpoint, tmp_path, name, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and str(bad) in err and "Traceback" not in err, err
     assert_unchanged(tmp_path, before)
+    # the same file as a stage's starting point (train.init): refused before training starts
+    rc = main(["train", str(config), f"train.init={bad}", "train.stage=joint", "eval.split=null",
+               "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(bad) in err and "Traceback" not in err, err
+    assert not list((tmp_path / "run").glob("checkpoints/*.pt"))
     from strg.engine.checkpoint import load_checkpoint
 
     if name not in ("missing_model_key", "tensor_of_wrong_shape", "model_not_a_dict"):
