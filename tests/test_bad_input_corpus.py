@@ -305,6 +305,10 @@ def test_extract_keeps_the_store_and_lists_the_failures(data):
     with pytest.raises(DataError, match="notes.db: not a proposals store"):
         extract_proposals(videos, data / "notes.db", proposer, num_workers=0, device="cpu", progress=False)
     assert_unchanged(data, before)
+    # the command refuses it before it loads the detector
+    assert main(["proposals", "extract", "--videos", str(videos_dir), "--out", str(data / "notes.db"),
+                 "--random-weights", "--device", "cpu", "--no-progress"]) == 2
+    assert_unchanged(data, before)
 
 
 # ------------------------------------------------------------------------------------------------
