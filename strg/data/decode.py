@@ -534,6 +534,8 @@ def open_video(
         return FrameFolderSource(path, fps=fps)
     if not os.path.exists(path):
         raise DataError(f"{path}: video file or frame folder not found")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
     if backend == "auto":
         backend = "torchcodec" if torchcodec_available() else "pyav"
     if backend == "pyav":
