@@ -423,17 +423,17 @@ def test_load_field_checkpoints(tmp_path, fmt, convert):
     from strg.models.weights import load_i3d_checkpoint
 
     torch.manual_seed(0)
-    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True)
+    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source=fmt)
     for p in src.state_dict().values():
         p.normal_()
     path = tmp_path / f"{fmt}.pth"
     torch.save(convert(src.state_dict()), path)
-    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True)
-    detected, unused = load_i3d_checkpoint(dst, path)
-    assert detected == fmt and len(unused) == 1
+    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source=fmt)
+    report = load_i3d_checkpoint(dst, path)
+    assert report.format == fmt and report.source.name == fmt and len(report.unused) == 1
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
-    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1))  # no non-local blocks: must refuse
+    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), source=fmt)  # no non-local blocks: must refuse
     with pytest.raises(CheckpointError, match="unexpected.*nonlocal"):
         load_i3d_checkpoint(plain, path)
     bad = tmp_path / "bad.pth"
@@ -470,8 +470,9 @@ def _to_caffe2(state):
 
 def test_load_caffe2_pkl(tmp_path):
     """A video-nonlocal-net .pkl (pickled blobs, Python-2-era numpy references, momentum blobs and
-    counters beside the weights) loads into the same backbone, its first conv turned from BGR to
-    RGB inputs; a pickle that names anything but numpy arrays is refused without running it."""
+    counters beside the weights) loads into the same backbone, as it is (RGB) or, for a BGR run,
+    with its first conv turned from BGR to RGB inputs; a pickle that names anything but numpy
+    arrays is refused without running it."""
     import pickle
 
     import numpy as np
@@ -479,7 +480,7 @@ def test_load_caffe2_pkl(tmp_path):
     from strg.models.weights import load_i3d_checkpoint
 
     torch.manual_seed(0)
-    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True).eval()
+    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source="video_nonlocal_net").eval()
     for p in src.state_dict().values():
         if p.is_floating_point():
             p.normal_()
@@ -495,20 +496,20 @@ def test_load_caffe2_pkl(tmp_path):
     path = tmp_path / "i3d_nonlocal_32x2_IN_pretrain_400k.pkl"
     path.write_bytes(data)
 
-    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True).eval()
-    detected, unused = load_i3d_checkpoint(dst, path)
-    assert detected == "caffe2" and set(unused) == {"pred_w", "pred_b", "lr"}
+    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source="video_nonlocal_net").eval()
+    report = load_i3d_checkpoint(dst, path)  # video-nonlocal-net evaluates on RGB frames: no flip
+    assert report.format == "caffe2" and set(report.unused) == {"pred_w", "pred_b", "lr"} and not report.flipped_to_rgb
     for k, v in src.state_dict().items():
-        want = v.flip(1) if k == "conv1.weight" else v
-        assert torch.equal(dst.state_dict()[k], want), k
+        assert torch.equal(dst.state_dict()[k], v), k
+    load_i3d_checkpoint(dst, path, source="video_nonlocal_net_bgr")  # a MODEL.USE_BGR run
+    assert torch.equal(dst.conv1.weight, src.conv1.weight.flip(1))
     clip = torch.randn(1, 3, 8, 32, 32, dtype=torch.float64)
     with torch.no_grad():  # RGB into the loaded backbone = BGR into the Caffe2 one (float64: the
         # random weights make large activations, and the flip changes the summation order)
         torch.testing.assert_close(copy.deepcopy(dst).double()(clip), copy.deepcopy(src).double()(clip.flip(1)))
-    load_i3d_checkpoint(dst, path, caffe2_bgr=False)
-    assert torch.equal(dst.conv1.weight, src.conv1.weight)
 
-    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1))  # no non-local blocks: must refuse
+    # no non-local blocks: must refuse
+    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), source="video_nonlocal_net")
     with pytest.raises(CheckpointError, match="unexpected.*nonlocal"):
         load_i3d_checkpoint(plain, path)
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from strg.engine.distributed import DistInfo, ShardSampler, all_gather_objects
+from strg.errors import DataError
 from strg.metrics import charades_map, topk_accuracy, write_submission
 
 
@@ -139,7 +140,9 @@ def evaluate_model(
         all_targets.update(p[2])
     skipped = sum(p[3] for p in parts)
     if all_scores is None:
-        raise RuntimeError("evaluation produced no scores: every item was skipped or the split is empty")
+        why = f"all {skipped} items were skipped (unreadable videos; see the data warnings)" if skipped else \
+            "the split is empty"
+        raise DataError(f"evaluation produced no scores: {why}")  # the data's fault: no traceback
 
     # Videos whose every clip failed (on_error="skip") are scored like ids missing from a
     # submission in the official Charades script: -inf for every class (docs/formats.md),
