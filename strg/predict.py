@@ -77,6 +77,7 @@ class Predictor:
 def _find_run(path: Path, overrides: list[str]) -> tuple[Path, dict, dict, str]:
     """(checkpoint path, checkpoint, resolved config, where the config came from)."""
     from strg.config import load_config
+    from strg.engine.backbone_source import apply_backbone_source
     from strg.engine import checkpoint as ckpt_lib
 
     if not path.exists():
@@ -100,6 +101,7 @@ def _find_run(path: Path, overrides: list[str]) -> tuple[Path, dict, dict, str]:
             "clip sampling and normalisation are unknown (give a run folder made by `strg train`)"
         )
     cfg = load_config(config, overrides)
+    apply_backbone_source(cfg, source)  # as training does: null pool2 kernel, mean, std from the backbone's source
     return ckpt_path, ckpt, cfg, source
 
 
