@@ -325,3 +325,24 @@ def test_progress_on_a_log_is_a_line_every_5_percent(capsys):
     progress.close()
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 20 and lines[-1].startswith("predict: 200/200 videos (0 failed)") and "left" in lines[0]
+
+
+def test_every_kind_of_damaged_video_is_reported_and_the_rest_predicted(colour_run, tmp_path, one_thread):
+    import shutil
+
+    from strg.data import corrupt
+
+    rng = np.random.default_rng(5)
+    good = write_video(tmp_path / "good.mp4", _colour_frames(COLOURS["red"], 36, rng), fps=12)
+    damaged = []
+    for name, damage in sorted(corrupt.VIDEO_DAMAGE.items()):
+        copy = tmp_path / f"{name.replace('%', 'pc')}.mp4"
+        shutil.copy(good, copy)
+        damaged.append(str(damage(copy)))
+    out = tmp_path / "out"
+    assert main(["predict", str(colour_run / "run"), *damaged, good, "--out", str(out), "--quiet"]) == 1
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == len(damaged) + 1
+    for rec, path in zip(records, damaged):
+        assert path in rec["error"] and "top_k" not in rec, rec
+    assert records[-1]["top_k"][0]["class"] == "red"
