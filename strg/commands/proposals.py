@@ -75,25 +75,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _dataset_videos(config: str, overrides: list[str], splits: list[str] | None) -> tuple[list, dict]:
     """The videos of the dataset a config names (over ``splits``) and the extraction defaults it
     implies: ``out`` (data.proposals), ``top_k`` (the dataset's max_boxes), ``source_fps``."""
-    import inspect
+    import dataclasses
 
-    from strg.config import DATA_KEYS, load_config
-    from strg.data import build_dataset, dataset_builder
+    from strg.config import read_config
+    from strg.data import build_dataset, dataset_options
     from strg.proposals.extract import VideoEntry
 
-    data = dict(load_config(config, overrides, validate=False).get("data") or {})
+    data = dict(read_config(config, overrides)[0].get("data") or {})
     kind = data.pop("kind", None)
     if not isinstance(kind, str):
         raise ConfigError(f"{config}: data.kind is required (charades, something_v2, something_v1, manifest)")
     if kind == "random":
         raise ConfigError(f"{config}: data.kind 'random' is synthetic and has no videos to extract from")
-    max_boxes = data.get("max_boxes")  # boxes per frame training reads (an engine key and an option)
-    for key in DATA_KEYS:
-        data.pop(key, None)
-    builder_defaults = {
-        name: p.default for name, p in inspect.signature(dataset_builder(kind)).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
+    data.pop("train_split", None)
+    max_boxes = data.get("max_boxes")  # boxes per frame training reads
+    builder_defaults = {f.name: f.default for f in dataclasses.fields(dataset_options(kind))}
     defaults = {
         "out": data.pop("proposals", None),  # the store being written: the dataset must not open it
         "top_k": max_boxes or builder_defaults.get("max_boxes"),

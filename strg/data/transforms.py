@@ -25,10 +25,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from strg.data.options import IMAGENET_MEAN, IMAGENET_STD
 from strg.errors import ConfigError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = ["ClipTransform", "IMAGENET_MEAN", "IMAGENET_STD", "TransformResult"]
 
