@@ -74,7 +74,8 @@ class ModelConfig:
     def build_kwargs(self, *, starting_weights: bool = True) -> dict:
         """The keyword arguments of build_model (all but ``name`` and ``num_classes``); without
         ``starting_weights`` the weight files are left out (a checkpoint replaces them anyway)."""
-        kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "num_classes")}
+        own = ("name", "num_classes")
+        kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in own}
         if not starting_weights:
             kwargs.update(inflate_from=None, backbone_checkpoint=None)
         return kwargs
@@ -352,11 +353,13 @@ def validate_config(data: dict, source: str = "<config>") -> RunConfig:
     model = ModelConfig(**_check_section("model", sections["model"], ModelConfig, source,
                                          "not a build_model keyword argument"))
     if model.name not in list_models():
-        raise ConfigError(f"{source}: model.name: unknown variant {model.name!r} (known: {', '.join(sorted(list_models()))})")
+        known = ", ".join(sorted(list_models()))
+        raise ConfigError(f"{source}: model.name: unknown variant {model.name!r} (known: {known})")
     cfg = RunConfig(
         model=model,
         data=_check_data(sections["data"], source),
-        train=TrainConfig(**_check_section("train", sections["train"], TrainConfig, source, "see strg.config.TrainConfig")),
+        train=TrainConfig(**_check_section("train", sections["train"], TrainConfig, source,
+                                           "see strg.config.TrainConfig")),
         eval=EvalConfig(**_check_section("eval", sections["eval"], EvalConfig, source, "see strg.config.EvalConfig")),
         source=source,
     )
@@ -420,10 +423,13 @@ def _check_values(cfg: RunConfig, source: str) -> None:
     if t.base_lr <= 0:
         raise ConfigError(f"{source}: train.base_lr must be positive, got {t.base_lr}")
     if not 0.0 <= t.lr_decay_at <= 1.0:
-        raise ConfigError(f"{source}: train.lr_decay_at is a fraction of train.iterations in [0, 1], got {t.lr_decay_at}")
+        raise ConfigError(
+            f"{source}: train.lr_decay_at is a fraction of train.iterations in [0, 1], got {t.lr_decay_at}"
+        )
     if t.batch_size % t.batch_per_device:
         raise ConfigError(
-            f"{source}: train.batch_size ({t.batch_size}) must be a multiple of train.batch_per_device ({t.batch_per_device})"
+            f"{source}: train.batch_size ({t.batch_size}) must be a multiple of "
+            f"train.batch_per_device ({t.batch_per_device})"
         )
     if cfg.model.inflate_from is not None and cfg.model.backbone_checkpoint is not None:
         raise ConfigError(f"{source}: model.inflate_from and model.backbone_checkpoint are both set; the backbone "

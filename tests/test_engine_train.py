@@ -6,11 +6,10 @@ import math
 import pytest
 import torch
 
+from strg.data import build_dataset
 from strg.engine import TrainingDiverged, lr_at, train
 from strg.engine.checkpoint import list_checkpoints, load_checkpoint
-from strg.data import build_dataset
 from strg.errors import ConfigError
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -248,7 +247,6 @@ def test_library_reports_reach_the_terminal_and_the_run_log(tmp_path, capsys):
     import yaml
 
     from strg.cli import main
-
     from strg.models import build_model
 
     kinetics = tmp_path / "i3d.pth"  # an I3D backbone's state dict (strg's keys): one of the I3D formats

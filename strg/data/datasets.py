@@ -30,9 +30,21 @@ import torch
 from torch.utils.data import Dataset
 
 from strg.data.decode import open_video
+from strg.data.options import (
+    CharadesOptions,
+    ClipOptions,
+    ManifestOptions,
+    SomethingV1Options,
+    SomethingV2Options,
+)
 from strg.data.proposals import ProposalStore, select_boxes
-from strg.data.sampling import clip_indices, clip_span, random_clip_start, stride_in_frames, uniform_clip_starts
-from strg.data.options import CharadesOptions, ClipOptions, ManifestOptions, SomethingV1Options, SomethingV2Options
+from strg.data.sampling import (
+    clip_indices,
+    clip_span,
+    random_clip_start,
+    stride_in_frames,
+    uniform_clip_starts,
+)
 from strg.data.transforms import ClipTransform
 from strg.errors import ConfigError, DataError
 

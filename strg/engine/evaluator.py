@@ -20,12 +20,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from strg.config import RunConfig, load_config
+from strg.data.collate import make_collate
 from strg.engine import checkpoint as ckpt_lib
 from strg.engine import distributed as dist_lib
 from strg.engine.build import boxes_per_frame, dataset_from_config, model_from_config
 from strg.engine.distributed import DistInfo, ShardSampler, all_gather_objects
 from strg.engine.stage_checks import check_backbone_settings
-from strg.data.collate import make_collate
 from strg.errors import ConfigError
 from strg.metrics import charades_map, topk_accuracy, write_submission
 
@@ -175,7 +175,8 @@ def _add_failed_videos(dataset, all_targets: dict, *, num_items: int) -> None:
         return
     failed = [v for v in range(num_items // max(dataset.clips_per_video, 1)) if v not in all_targets]
     if failed and hasattr(dataset, "video_target"):
-        warnings.warn(f"{len(failed)} videos could not be read and are scored -inf: {', '.join(dataset.videos[v].video_id for v in failed[:10])}")
+        names = ", ".join(dataset.videos[v].video_id for v in failed[:10])
+        warnings.warn(f"{len(failed)} videos could not be read and are scored -inf: {names}")
         for v in failed:
             all_targets[v] = dataset.video_target(v)
 
@@ -189,7 +190,8 @@ def _combine(vids: torch.Tensor, all_scores: torch.Tensor, order: list[int], pre
     slot = position[vids]  # (N_clips,) row of each clip's video
     c = all_scores.shape[1]
     if combine == "max":
-        video_scores = torch.full((len(order), c), -torch.inf, dtype=all_scores.dtype).scatter_reduce(0, slot[:, None].expand(-1, c), all_scores, "amax")
+        video_scores = torch.full((len(order), c), -torch.inf, dtype=all_scores.dtype)
+        video_scores = video_scores.scatter_reduce(0, slot[:, None].expand(-1, c), all_scores, "amax")
     else:
         video_scores = torch.zeros(len(order), c, dtype=all_scores.dtype).index_add_(0, slot, all_scores)
         video_scores /= torch.bincount(slot, minlength=len(order))[:, None].clamp(min=1)

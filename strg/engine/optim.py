@@ -14,7 +14,8 @@ import torch
 from strg.config import TrainConfig
 
 
-def lr_at(iteration: int, *, lr: float, iterations: int, decay_at: float, decay: float, warmup_iters: int, warmup_factor: float) -> float:
+def lr_at(iteration: int, *, lr: float, iterations: int, decay_at: float, decay: float, warmup_iters: int,
+          warmup_factor: float) -> float:
     """Learning rate of a (0-based) iteration: step decay for the last (1 - decay_at) of the run
     (section 6.1: x0.1 for the last 10K of 100K) and an optional linear warmup."""
     factor = decay if iteration >= round(decay_at * iterations) else 1.0

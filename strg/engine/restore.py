@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import torch
+
 from strg.config import RunConfig
 from strg.engine import checkpoint as ckpt_lib
 from strg.engine.run_log import RunLog
-from strg.engine.stage_checks import changed_keys, check_backbone_settings, check_stage_init
-
-import torch
+from strg.engine.stage_checks import (
+    changed_keys,
+    check_backbone_settings,
+    check_stage_init,
+)
 
 
 def find_resume(run_dir, log: RunLog) -> tuple | None:
@@ -30,17 +34,20 @@ def restore_weights(model, cfg: RunConfig, found: tuple | None, log: RunLog) -> 
             p.requires_grad_(name not in frozen)
         start = int(state["iteration"])
         changed = changed_keys(state.get("config") or {}, cfg.to_dict())
-        log.info(f"resumed from {path} (iteration {start})" + (f"; config changed since: {', '.join(changed)}" if changed else ""))
+        since = f"; config changed since: {', '.join(changed)}" if changed else ""
+        log.info(f"resumed from {path} (iteration {start}){since}")
         return start
     check_stage_init(cfg)
     t = cfg.train
     if t.init is not None:
         init_path = ckpt_lib.resolve_init(t.init)
         init_ckpt = ckpt_lib.load_checkpoint(init_path)
-        check_backbone_settings(init_ckpt.get("config"), cfg, init_path, warn=log.info if t.stage == "backbone" else None)
+        check_backbone_settings(init_ckpt.get("config"), cfg, init_path,
+                                warn=log.info if t.stage == "backbone" else None)  # a backbone stage may change them
         report = ckpt_lib.load_for_stage(model, init_ckpt, t.stage, init_path)
         frozen = ckpt_lib.freeze_for_stage(model, t.stage, report["loaded"])
-        log.info(f"stage {t.stage}: from {init_path}: {ckpt_lib.summarize_report(report)}; frozen {len(frozen)} parameter tensors")
+        log.info(f"stage {t.stage}: from {init_path}: {ckpt_lib.summarize_report(report)}; "
+                 f"frozen {len(frozen)} parameter tensors")
     return 0
 
 

@@ -8,6 +8,10 @@ from strg.config import RunConfig
 from strg.errors import ConfigError
 
 
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
 def changed_keys(old: dict, new: dict) -> list[str]:
     """Dotted keys whose values differ between two resolved configs (plain dicts)."""
     keys = []
@@ -15,7 +19,7 @@ def changed_keys(old: dict, new: dict) -> list[str]:
         for key in new[section]:
             before = (old.get(section) or {}).get(key, "<unset>")
             after = new[section][key]
-            if (list(before) if isinstance(before, tuple) else before) != (list(after) if isinstance(after, tuple) else after):
+            if _plain(before) != _plain(after):
                 keys.append(f"{section}.{key}")
     return keys
 
@@ -43,7 +47,8 @@ def check_backbone_settings(init_cfg: dict | None, cfg: RunConfig, init_path, wh
                                                                         {section: {key: new_section[key]}}):
             differ.append(f"{section}.{key}: {old_section[key]!r} there, {new_section[key]!r} here")
     if differ and warn is not None:
-        warn(f"{what} {init_path} was trained with other backbone settings ({'; '.join(differ)}): this run changes them")
+        warn(f"{what} {init_path} was trained with other backbone settings ({'; '.join(differ)}): "
+             "this run changes them")
     elif differ:
         raise ConfigError(
             f"{cfg.source}: {what} {init_path} was trained with other backbone settings ({'; '.join(differ)}); "
@@ -55,7 +60,8 @@ def check_stage_init(cfg: RunConfig) -> None:
     """Stages ``graph`` and ``joint`` start from the previous stage's checkpoint (section 6.1)."""
     t = cfg.train
     if t.stage in ("graph", "joint") and t.init is None:
-        raise ConfigError(f"{cfg.source}: train.init is required for stage {t.stage!r}: the checkpoint (or run folder) of the previous stage")
+        raise ConfigError(f"{cfg.source}: train.init is required for stage {t.stage!r}: the checkpoint "
+                          "(or run folder) of the previous stage")
 
 
 def check_cache_features(cfg: RunConfig, backbone, distributed: bool) -> None:

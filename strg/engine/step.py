@@ -44,7 +44,8 @@ class TrainStep:
     """One iteration of ``model`` (possibly DDP-wrapped; ``bare`` is the model inside)."""
 
     def __init__(self, model, bare, opt, *, accum: int, loss: str, amp: str, info):
-        self.model, self.bare, self.opt, self.accum, self.loss_kind, self.amp, self.info = model, bare, opt, accum, loss, amp, info
+        self.model, self.bare, self.opt, self.info = model, bare, opt, info
+        self.accum, self.loss_kind, self.amp = accum, loss, amp
         # Modules with every parameter frozen (the I3D part in stage `graph`) stay in eval mode, so
         # that non-frozen BatchNorm does not update their statistics: "we fix the I3D features" (6.1).
         parts = (bare.backbone, getattr(bare, "reduce", None))

@@ -151,18 +151,22 @@ class Run:
             wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                               broadcast_buffers=False)
         opt = Optimization(params, t, fp16=amp == "fp16", device_type=device.type)
-        restore_training_state(opt, found, seed=t.seed, rank=info.rank, world_size=info.world_size, start=start, log=log)
+        restore_training_state(opt, found, seed=t.seed, rank=info.rank, world_size=info.world_size, start=start,
+                               log=log)
         loss = t.loss if t.loss != "auto" else ("bce" if data.multi_label else "ce")
         log.info(
             f"{getattr(bare, 'variant', type(bare).__name__)}: {len(data.train_set)} training clips, "
             f"{data.num_classes} classes, loss {loss}; {info.world_size} process(es) on {device}, amp {amp}; "
-            f"global batch {t.batch_size} = {t.batch_per_device} x {info.world_size} x {accum} accumulation; lr {opt.lr:g}"
+            f"global batch {t.batch_size} = {t.batch_per_device} x {info.world_size} x {accum} accumulation; "
+            f"lr {opt.lr:g}"
         )
         meta = {"variant": getattr(bare, "variant", None), "num_classes": data.num_classes, "stage": t.stage,
                 "frozen": frozen, "config": cfg.to_dict()}
-        return cls(cfg=cfg, model=wrapped, bare=bare, data=data, train_data=_training_data(cfg, bare, data, info, amp, log),
-                   info=info, amp=amp, step=TrainStep(wrapped, bare, opt, accum=accum, loss=loss, amp=amp, info=info),
-                   checkpoints=ckpt_lib.RunCheckpoints(run_dir, bare, opt, info=info, keep=t.keep_checkpoints, meta=meta),
+        train_data = _training_data(cfg, bare, data, info, amp, log)
+        return cls(cfg=cfg, model=wrapped, bare=bare, data=data, train_data=train_data, info=info, amp=amp,
+                   step=TrainStep(wrapped, bare, opt, accum=accum, loss=loss, amp=amp, info=info),
+                   checkpoints=ckpt_lib.RunCheckpoints(run_dir, bare, opt, info=info, keep=t.keep_checkpoints,
+                                                       meta=meta),
                    meter=TrainMeter(log, start=start, batch_size=t.batch_size, device=device), log=log, run_dir=run_dir)
 
     def loop(self, start: int) -> tuple[int, float, dict]:
@@ -185,7 +189,8 @@ class Run:
                     self.meter.add(last_loss, skipped)
                     if done % t.log_period == 0 or done == t.iterations:
                         record = self.meter.write(done, lr)
-                        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}", clips_s=f"{record['clips_per_s']:.1f}")
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}",
+                                        clips_s=f"{record['clips_per_s']:.1f}")
                     if done % t.checkpoint_period == 0 or done == t.iterations:
                         self.checkpoints.periodic(done, rng_snapshot, dist_lib.all_gather_objects)
                     if ev.split is not None and t.eval_period and done % t.eval_period == 0 and done != t.iterations:
@@ -224,13 +229,15 @@ class Run:
         )
         self.log.scalars(iteration, metrics, ev.split)
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if k in ("mAP", "wAP", "top1", "top5"))
-        self.log.info(f"iteration {iteration}: {ev.split} {shown} ({metrics['num_videos']} videos, {metrics['num_clips']} clips)")
+        self.log.info(f"iteration {iteration}: {ev.split} {shown} "
+                      f"({metrics['num_videos']} videos, {metrics['num_clips']} clips)")
         return metrics
 
 
 # the model settings that do not shape the backbone's output: left out of the feature cache's key,
 # so that every graph head on the same I3D shares one cache
-_HEAD_SETTINGS = {"name", "num_classes", "dim", "gcn_layers", "sim_per_layer", "dropout", "compile_graph_head", "roi_impl"}
+_HEAD_SETTINGS = {"name", "num_classes", "dim", "gcn_layers", "sim_per_layer", "dropout", "compile_graph_head",
+                  "roi_impl"}
 
 
 def _training_data(cfg: RunConfig, bare, data: RunData, info, amp: str, log: RunLog):
