@@ -279,3 +279,16 @@ def test_starting_weights_only_for_a_run_that_starts_from_them(tmp_path):
     assert train(graph, run_dir=tmp_path / "graph", resume=True)["iteration"] == 2
     graph["eval"] = {"split": "val", "num_workers": 0}
     assert evaluate(graph, checkpoint=tmp_path / "graph")["num_videos"] == 8
+
+
+def test_mixed_precision(tmp_path):
+    """train.amp: the forward runs under bf16 / fp16 autocast (fp16 with a gradient scaler, whose
+    state the checkpoint keeps for --resume); none: fp32."""
+    out = {amp: train(tiny(iterations=2, amp=amp), run_dir=tmp_path / amp) for amp in ("none", "bf16", "fp16")}
+    for amp in ("bf16", "fp16"):
+        assert f"amp {amp}" in (tmp_path / amp / "log.txt").read_text()
+        assert out[amp]["train_loss"] != out["none"]["train_loss"]  # computed in lower precision ...
+        assert out[amp]["train_loss"] == pytest.approx(out["none"]["train_loss"], rel=0.1)  # ... of the same model
+    assert weights(tmp_path / "bf16")["classifier.weight"].dtype == torch.float32  # the weights stay fp32
+    assert load_checkpoint(list_checkpoints(tmp_path / "fp16")[-1][1])["scaler"]["scale"] > 0
+    assert load_checkpoint(list_checkpoints(tmp_path / "none")[-1][1])["scaler"] == {}
