@@ -78,7 +78,7 @@ def train(
         model, data = build_run(cfg, starting_weights=found is None and cfg.train.init is None,
                                 train_set=train_set, val_set=val_set)
         start = restore_weights(model, cfg, found, log)
-        run = Run.start(cfg, model, data, info, accum, run_dir, log, found, start)
+        run = Run.setup(cfg, model, data, info=info, accum=accum, run_dir=run_dir, log=log, found=found, start=start)
         done, last_loss, metrics = run.loop(start)
         if run.meter.skipped:
             log.info(f"{run.meter.skipped} training samples were skipped (unreadable; see the data warnings)")
@@ -136,7 +136,8 @@ class Run:
     run_dir: Path
 
     @classmethod
-    def start(cls, cfg, model, data, info, accum, run_dir, log, found, start) -> "Run":
+    def setup(cls, cfg: RunConfig, model, data: RunData, *, info, accum: int, run_dir: Path, log: RunLog,
+              found: tuple | None, start: int) -> "Run":
         """Move the model to the device, wrap it for DDP, make the optimizer (restored when
         resuming) and, with ``train.cache_features``, the cached training data."""
         t, device = cfg.train, info.device
