@@ -117,7 +117,12 @@ def region_features(
     rois = torch.cat([index[:, None], boxes.reshape(b * t * k, 4)], dim=1)  # (B*T*K, 5)
     # Padded boxes are computed too (they are zeros): this keeps every shape static (meta
     # tensors, torch.compile) at the cost of a few empty RoIs; they are masked below.
-    pooled = roi_align(frames, rois.to(frames.dtype), output_size, spatial_scale, sampling_ratio, aligned=True)
+    # float32 at least, boxes included: box coordinates rounded to bfloat16 move by up to 0.5 pixel at
+    # 200 pixels (8 significant bits), which moved bins by hundreds of bfloat16 roundings (the
+    # bf16 tests); autocast computes torchvision's kernel in float32 anyway
+    compute = torch.promote_types(frames.dtype, torch.float32)
+    pooled = roi_align(frames.to(compute), rois.to(compute), output_size, spatial_scale, sampling_ratio, aligned=True)
+    pooled = pooled.to(frames.dtype)
     pooled = pooled.flatten(-2).max(dim=-1).values  # (B*T*K, C): the 7x7 max-pool
     pooled = pooled.reshape(b, t, k, c)
     return pooled * mask[..., None].to(pooled.dtype)
