@@ -135,7 +135,9 @@ def _noisy_frames(n, h, w, seed=0):
 
 
 @needs_torchcodec
-@pytest.mark.parametrize("name,h,w,fps", [("v.mp4", 48, 64, 24), ("v.webm", 98, 131, 30), ("w.mp4", 76, 102, 29.97)])
+@pytest.mark.parametrize(
+    "name,h,w,fps", [("v.mp4", 48, 64, 24), ("v.webm", 98, 131, 30), ("w.mp4", 76, 102, 29.97), ("odd.webm", 97, 132, 30)]
+)
 def test_torchcodec_matches_pyav(tmp_path, name, h, w, fps):
     path = write_video(tmp_path / name, _noisy_frames(30, h, w), fps=fps, gop=8)
     idx = [29, 0, 17, 18, 5, 5]
@@ -143,24 +145,9 @@ def test_torchcodec_matches_pyav(tmp_path, name, h, w, fps):
         assert isinstance(b, TorchCodecSource)
         assert (a.num_frames, a.height, a.width) == (b.num_frames, b.height, b.width) == (30, h, w)
         assert a.fps == pytest.approx(b.fps, rel=1e-6)  # both from the header (30, not 30.0075)
-        # even frame heights: the same pixels, bit for bit
+        # the same pixels, bit for bit, odd heights included: there swscale cannot take its direct
+        # YUV -> RGB path and its interpolation mode matters (bilinear gave up to 7 levels less or more)
         assert torch.equal(a.get_frames(idx), b.get_frames(idx))
-
-
-@needs_torchcodec
-def test_torchcodec_odd_height_within_swscale_difference(tmp_path):
-    """Odd heights: PyAV's bundled swscale and the system's may interpolate the last chroma row differently.
-
-    Measured with PyAV 18 (FFmpeg 8) against Debian 12's FFmpeg 5.1: max 7 levels, mean absolute
-    0.10 over a 97 x 132 noisy clip, no bias. When both use the same FFmpeg the frames are equal.
-    """
-    path = write_video(tmp_path / "odd.webm", _noisy_frames(20, 97, 132), fps=30, gop=8)
-    with open_video(path, backend="pyav") as a, open_video(path, backend="torchcodec") as b:
-        fa, fb = a.get_frames(range(20)).int(), b.get_frames(range(20)).int()
-    diff = fa - fb
-    assert diff.abs().max() <= 12  # a few levels of a 0-255 colour, never a different picture
-    assert diff.abs().float().mean() <= 0.5
-    assert abs(diff.float().mean()) <= 0.05  # no colour shift
 
 
 @needs_torchcodec

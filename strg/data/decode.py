@@ -18,9 +18,10 @@ Decoding notes (REFERENCE.md section 4):
   libraries from the system (Debian: ``libavcodec59``, ``libavformat59``, ``libavdevice59``,
   ``libavfilter8``, ``libswscale6``; FFmpeg 4 to 8 work); it is used when asked for
   (``"torchcodec"``, ``"torchcodec-cuda"``, ``"auto-cuda"``, see :func:`resolve_backend`).
-  Both decode the same YUV frames (H.264 and VP9 decoding is bit-exact); the RGB conversion is
-  each library's swscale, identical for even frame heights and within a few levels for odd
-  ones when the two FFmpeg versions differ (tests/test_data_decode.py, docs/data.md).
+  Both give the same RGB frames, bit for bit, whatever their FFmpeg versions (PyAV's 8, Debian's
+  5.1; tests/test_data_decode.py): the decoders are bit-exact (H.264, VP9), and PyAV converts to
+  RGB with swscale's bicubic mode as TorchCodec and the ffmpeg command line do (it differs from
+  bilinear only for odd frame heights, docs/data.md).
 * Exact indices with PyAV: on opening, the container is demuxed once (packets only, no decoding)
   to list every frame's timestamp and keyframe flag, the equivalent of TorchCodec's
   ``seek_mode="exact"``. This also counts frames in containers that do not store a count (WebM).
@@ -140,7 +141,10 @@ class PyAVSource(FrameSource):
         # small frames (docs/data.md, "Decoding"; the same pixels either way). One scaling
         # thread, like the decoder: parallelism comes from DataLoader workers.
         self._reformatter = VideoReformatter()
-        self._rgb = {"format": "rgb24", "threads": 1}
+        # Bicubic, as the ffmpeg command line and TorchCodec: it matters only where swscale cannot
+        # take its direct YUV -> RGB path (odd frame heights), and there it gives the frames those
+        # give (equal to TorchCodec's, tests/test_data_decode.py; bilinear differed by up to 7 levels)
+        self._rgb = {"format": "rgb24", "interpolation": "BICUBIC", "threads": 1}
         if not os.path.isfile(self.path):
             raise DataError(f"{self.path}: video file not found")
         try:
