@@ -10,9 +10,9 @@ different masks.
 
 import pytest
 import torch
+from test_models import TINY, tiny_inputs
 
 from strg.models import build_model
-from test_models import TINY, tiny_inputs
 
 pytestmark = pytest.mark.slow  # about 25 s on 2 CPU cores
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 import datetime
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
