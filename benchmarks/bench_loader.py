@@ -76,8 +76,11 @@ def bench_source(root: str, source: str, backend: str, clips: int, device: torch
         max_boxes=50, decode_backend=backend, frames_fps=24,
     )  # fmt: skip
     indices = [i % len(ds) for i in range(clips)]
+    from strg.data.decode import decodes_on_gpu
+
+    on_gpu = source == "mp4" and decodes_on_gpu(backend)  # frames decoded (and transformed) on the GPU
     loader = DataLoader(torch.utils.data.Subset(ds, indices), batch_size=8, num_workers=workers,
-                        collate_fn=make_collate(50), pin_memory=device.type == "cuda")  # fmt: skip
+                        collate_fn=make_collate(50), pin_memory=device.type == "cuda" and not on_gpu)  # fmt: skip
     ds[0]  # warm-up: imports, first file opens
     done = 0
     t0 = time.perf_counter()  # worker start-up included: a conservative number
@@ -95,7 +98,9 @@ def bench_source(root: str, source: str, backend: str, clips: int, device: torch
     for i in indices[: max(2, clips // 4)]:
         with open_video(ds.videos[i].path, backend=backend, fps=24) as src:
             start = np.random.randint(0, max(1, src.num_frames - 125))
-            src.get_frames(np.minimum(start + 4 * np.arange(32), src.num_frames - 1))
+            frames = src.get_frames(np.minimum(start + 4 * np.arange(32), src.num_frames - 1))
+            if frames.is_cuda:
+                torch.cuda.synchronize(frames.device)
     decode_ms = 1000 * (time.perf_counter() - t1) / max(2, clips // 4)
     return {
         "source": source, "backend": backend if source == "mp4" else "pillow", "workers": workers, "clips": done,
@@ -110,6 +115,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2 short videos, 24 clips per setting (< 90 s)")
     ap.add_argument("--clips", type=int, default=None, help="clips per source and setting (default 24 quick, 96 full)")
     ap.add_argument("--workers", default="0", help="comma-separated DataLoader worker counts; 0 = in the main process")
+    ap.add_argument("--backends", default=None,
+                    help="mp4 decoders to time, comma-separated (pyav, torchcodec, torchcodec-cuda; "
+                         "default pyav and torchcodec when it loads); GPU decoding runs in the main process")
     args = ap.parse_args()
     torch.set_num_threads(1)  # one worker = one core
     device = torch.device(args.device)
@@ -126,7 +134,11 @@ def main() -> None:
         runs = [("mp4", "pyav"), ("jpg", "pyav")]
         if torchcodec_available():
             runs.insert(1, ("mp4", "torchcodec"))
-        results = [bench_source(root, s, b, clips * max(1, w), device, w) for s, b in runs for w in worker_counts]
+        if args.backends:  # e.g. pyav,torchcodec,torchcodec-cuda
+            runs = [("mp4", b) for b in args.backends.split(",")] + [("jpg", "pyav")]
+        gpu = {"torchcodec-cuda", "auto-cuda"}  # decoding on the GPU happens in the main process
+        results = [bench_source(root, s, b, clips * max(1, w), device, w) for s, b in runs
+                   for w in (worker_counts if b not in gpu else [0])]
     print(f"\nloader throughput per worker: 32 frames x 224 crop, 50 boxes/frame, batch 8, device {args.device}")
     print("(workers 0 = in the main process; decode ms = decoding alone, in the main process)")
     print(f"{'source':8} {'decoder':11} {'workers':>7} {'clips/s':>8} {'per worker':>10} {'decode ms':>10}")

@@ -1,4 +1,4 @@
-"""Every RoIAlign form of strg/models/region.py under bfloat16 autocast (CPU), values and gradients.
+"""Every RoIAlign form of strg/models/region.py under bfloat16 autocast, values and gradients (CPU; CUDA too where present).
 
 The reference is torchvision's ``roi_align`` (aligned=True) followed by the 7x7 max, in float64 on
 the same input values. Tolerances follow from bfloat16's precision: 8 significant bits, unit
@@ -51,9 +51,13 @@ def _grid64(feats: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return grid.reshape(b, t, k, c, 49)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # the GPU run: benchmarks/gpu_suite.sh
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("impl", list(FORMS))
 @pytest.mark.parametrize("feature_dtype", [torch.bfloat16, torch.float32])
-def test_roi_align_forms_under_bf16_autocast(impl, feature_dtype):
+def test_roi_align_forms_under_bf16_autocast(impl, feature_dtype, device):
     feats, boxes, mask = _inputs()
     x = feats.to(feature_dtype)  # bfloat16: what the reduction conv gives under autocast
     tol = FORMS[impl] + (U if feature_dtype == torch.float32 and impl == "matmul" else 0.0)  # features rounded too
@@ -70,17 +74,19 @@ def test_roi_align_forms_under_bf16_autocast(impl, feature_dtype):
     ref_grad = x64.grad
 
     # the form under autocast
-    xi = x.clone().requires_grad_(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = region_features(xi, boxes, mask, spatial_scale=SCALE, impl=impl)
+    xi = x.to(device, copy=True).requires_grad_(True)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        out = region_features(xi, boxes.to(device), mask.to(device), spatial_scale=SCALE, impl=impl)
     assert out.dtype in (torch.bfloat16, torch.float32)
-    (out.double() * upstream).sum().backward()
+    (out.double() * upstream.to(device)).sum().backward()
+    out = out.cpu()
     err = (out.double() - ref.detach()).abs()
     assert (err <= tol * bound + 1e-6).all(), f"{impl}: value error {float((err.detach() / (bound + 1e-12)).max()) / U:.2f} u"
 
     # the same form in float32 without autocast: the bf16 run stays within the same bound of it
     with torch.no_grad():
-        out32 = region_features(x.float(), boxes, mask, spatial_scale=SCALE, impl=impl)
+        out32 = region_features(x.float().to(device), boxes.to(device), mask.to(device), spatial_scale=SCALE,
+                                impl=impl).cpu()
     assert ((out.double() - out32.double()).abs() <= tol * bound + 1e-5).all()
 
     # gradients: |error| <= tol x the gradient with |upstream| (weights are >= 0)
@@ -88,6 +94,6 @@ def test_roi_align_forms_under_bf16_autocast(impl, feature_dtype):
     (_grid64(x_abs, boxes).gather(-1, grid.detach().argmax(-1, keepdim=True)).squeeze(-1) * upstream.abs()).sum().backward()
     gbound = x_abs.grad
     assert robust.sum() > 0.5 * mask.sum() * feats.shape[1]  # most pairs are compared
-    gerr = (xi.grad.double() - ref_grad).abs()
+    gerr = (xi.grad.cpu().double() - ref_grad).abs()
     assert (gerr <= tol * gbound + 1e-6).all(), f"{impl}: gradient error {float((gerr / (gbound + 1e-12)).max()) / U:.2f} u"
     assert ref_grad.abs().sum() > 0
