@@ -245,3 +245,38 @@ def test_torchcodec_cuda_matches_cpu(tmp_path):
         # NVDEC's YUV -> RGB (BT.601, limited range) is not swscale's: a few levels apart
         diff = (fg.cpu().int() - fc.int()).abs()
         assert diff.float().mean() <= 2.0 and diff.max() <= 40
+
+
+def _manifest_dataset(tmp_path, backend):
+    from strg.data import build_dataset
+
+    if not (tmp_path / "classes.txt").exists():
+        (tmp_path / "classes.txt").write_text("a\nb\n")
+        write_video(tmp_path / "v.mp4", _noisy_frames(24, 48, 64), fps=24, gop=8)
+        (tmp_path / "val.csv").write_text("path,labels\nv.mp4,b\n")
+    return build_dataset("manifest", split="val", training=False, manifest=str(tmp_path / "val.csv"),
+                         classes_file=str(tmp_path / "classes.txt"), num_frames=4, stride=3, stride_unit="frames",
+                         test_clips=2, test_short_side=32, crop_size=32, decode_backend=backend)
+
+
+def test_dataset_decode_backend_option(tmp_path, monkeypatch):
+    """The data option: the GPU backend refused before any video is read when it cannot work; auto-cuda
+    falls back to the CPU decoders and gives PyAV's clips."""
+    ref = _manifest_dataset(tmp_path, "pyav")[1]["clip"]
+    monkeypatch.setattr(decode, "torchcodec_cuda_problem", lambda: "torch sees no CUDA device")
+    import strg.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "torchcodec_cuda_problem", decode.torchcodec_cuda_problem)
+    with pytest.raises(ConfigError, match="torchcodec-cuda: cannot decode on the GPU: torch sees no CUDA device"):
+        _manifest_dataset(tmp_path, "torchcodec-cuda")
+    assert torch.equal(_manifest_dataset(tmp_path, "auto-cuda")[1]["clip"], ref)
+    with pytest.raises(ConfigError, match="decode_backend must be one of"):
+        _manifest_dataset(tmp_path, "gpu")
+
+
+@needs_torchcodec
+def test_dataset_clips_equal_with_torchcodec(tmp_path):
+    """Through the whole item pipeline (sampling, resize, normalisation), TorchCodec gives PyAV's clips."""
+    a, b = _manifest_dataset(tmp_path, "pyav"), _manifest_dataset(tmp_path, "torchcodec")
+    for i in range(len(a)):
+        torch.testing.assert_close(a[i]["clip"], b[i]["clip"], rtol=0, atol=0)
