@@ -509,8 +509,8 @@ def resolve_backend(backend: str, *, device: str | torch.device | None = None) -
     """The decoder and the device that ``backend`` stands for here.
 
     * ``"auto"``, ``"pyav"``: PyAV on the CPU. ``"auto"`` is PyAV even when TorchCodec loads:
-      PyAV's FFmpeg comes with its wheel (the same everywhere), and on the CPU it decoded the
-      benchmark's clips faster (docs/data.md, "Decoding").
+      PyAV's FFmpeg comes with its wheel (the same everywhere, no system libraries), the frames
+      are the same, and TorchCodec was no faster on the CPU (docs/data.md, "Benchmarks").
     * ``"torchcodec"``: TorchCodec on the CPU.
     * ``"torchcodec-cuda"``: TorchCodec's NVDEC decoder on ``device`` (default the current CUDA
       device); :class:`ConfigError` saying what is missing when CUDA or a CUDA build of
