@@ -125,13 +125,13 @@ def test_one_decoding_thread_by_default(tmp_path):
 needs_torchcodec = pytest.mark.skipif(not torchcodec_available(), reason="TorchCodec not usable here (needs system FFmpeg)")
 
 
-def _noisy_frames(n, h, w, seed=0):
+def _noisy_frames(n, h, w, seed=0, noise=20.0):
     """Gradients plus strong noise: every chroma sample matters for the RGB conversion."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     t = np.arange(n, dtype=np.float32)[:, None, None]
     base = np.stack([(x + 3 * t) % 256, (y + 2 * t) % 256, ((x + y) / 2 + t) % 256], axis=-1)
-    return np.clip(base + rng.normal(0, 20, (n, h, w, 3)), 0, 255).astype(np.uint8)
+    return np.clip(base + rng.normal(0, noise, (n, h, w, 3)), 0, 255).astype(np.uint8)
 
 
 @needs_torchcodec
@@ -237,14 +237,16 @@ def test_gpu_backend_refused_in_dataloader_workers(tmp_path, monkeypatch):
 @pytest.mark.skipif(decode.torchcodec_cuda_problem() is not None, reason="needs CUDA and a CUDA build of TorchCodec")
 def test_torchcodec_cuda_matches_cpu(tmp_path):
     """NVDEC's frames against the CPU decoder's: the same video, colour conversion on the GPU."""
-    path = write_video(tmp_path / "v.mp4", _noisy_frames(30, 240, 320), fps=24, gop=8)
+    path = write_video(tmp_path / "v.mp4", _noisy_frames(30, 240, 320, noise=3.0), fps=24, gop=8)
     idx = [29, 0, 17, 18, 5]
     with open_video(path, backend="torchcodec-cuda") as g, open_video(path, backend="torchcodec") as c:
         fg, fc = g.get_frames(idx), c.get_frames(idx)
         assert fg.device.type == "cuda" and fg.dtype == torch.uint8 and fg.shape == fc.shape
-        # NVDEC's YUV -> RGB (BT.601, limited range) is not swscale's: a few levels apart
+        # the same decoded YUV; the YUV -> RGB conversion (chroma upsampling, rounding) is NVDEC's
+        # own CUDA kernel against swscale's bicubic: a few levels apart on smooth frames
         diff = (fg.cpu().int() - fc.int()).abs()
-        assert diff.float().mean() <= 2.0 and diff.max() <= 40
+        mean, most = float(diff.float().mean()), int(diff.max())
+        assert mean <= 2.0 and most <= 24, f"NVDEC vs CPU: mean |diff| {mean:.3f}, max {most}"
 
 
 def _manifest_dataset(tmp_path, backend):
