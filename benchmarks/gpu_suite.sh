@@ -53,7 +53,8 @@ if [ "$MODE" != cpu ]; then
   run tests_cuda 90 python3 -m pytest -q -x tests/test_region_bf16.py tests/test_data_decode.py
   run train_e2e_b64 150 python3 benchmarks/bench_train_e2e.py --device cuda --workers 14
   run inference_b32 60 python3 benchmarks/bench_inference.py --device cuda --batch 32
-  run loader_nvdec 90 python3 benchmarks/bench_loader.py --device cuda --quick --workers 0,8 --clips 32 --backends pyav,torchcodec,torchcodec-cuda
+  run loader_nvdec 150 python3 benchmarks/bench_loader.py --device cuda --quick --workers 0,8 --clips 32 \
+    --backends pyav,torchcodec,torchcodec-cuda --source-size 480x640 --reencode
   run train_b64_memory 120 python3 benchmarks/bench_train.py --device cuda --batch 64 --batch-per-device 64 --iterations 6 --workers 12
   run train_e2e_b64_nvdec 120 python3 benchmarks/bench_train_e2e.py --device cuda --decode-backend torchcodec-cuda --workers 0
   run inference_b32_compiled 180 python3 benchmarks/bench_inference.py --device cuda --batch 32 --compile --repeats 5
@@ -62,6 +63,7 @@ else
   run tests_cpu 120 python3 -m pytest -q -x tests/test_region_bf16.py tests/test_data_decode.py
   run train_e2e 150 python3 benchmarks/bench_train_e2e.py --quick
   run inference 90 python3 benchmarks/bench_inference.py --quick --frames 4 --size 64
-  run loader 120 python3 benchmarks/bench_loader.py --quick --workers 0 --clips 8 --backends pyav,torchcodec,auto-cuda
+  run loader 240 python3 benchmarks/bench_loader.py --quick --workers 0 --clips 8 --backends pyav,torchcodec,auto-cuda \
+    --source-size 480x640 --reencode
 fi
 echo "suite done in $(( $(date +%s) - START )) s"
