@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=None, help="default 32 (cuda), 8 (cpu)")
     parser.add_argument("--size", type=int, default=None, help="default 224 (cuda), 112 (cpu)")
     parser.add_argument("--boxes", type=int, default=None, help="default 50 (cuda), 10 (cpu)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default bf16 on cuda")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="default bf16 on cuda")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="also the whole model under torch.compile")
     parser.add_argument("--quick", action="store_true", help="3 repeats")
@@ -94,16 +95,19 @@ def main() -> None:
         del model, variants
         if cuda:
             torch.cuda.empty_cache()
-    machine = torch.cuda.get_device_name(device) if cuda else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    cpu_name = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    machine = torch.cuda.get_device_name(device) if cuda else cpu_name
     print(f"inference, batch {b}, {t}x{s}x{s}, {k} boxes/frame, {dtype}, {machine}, medians of {repeats}")
     for key, r in rows.items():
-        print(f"  {key:26s} {r['clips_per_s']:9.1f} clips/s (best {r['clips_per_s_best']:.1f}; warm-up {r['warmup_s']} s)")
+        print(f"  {key:26s} {r['clips_per_s']:9.1f} clips/s (best {r['clips_per_s_best']:.1f}; "
+              f"warm-up {r['warmup_s']} s)")
     for label in ("eager", "compiled"):
         if f"i3d_r50 {label}" in rows:
             ratio = rows[f"joint_gcn_r50 {label}"]["clips_per_s"] / rows[f"i3d_r50 {label}"]["clips_per_s"]
             print(f"  joint_gcn / i3d, {label}: {ratio:.3f}")
     for name, c in check.items():
-        print(f"  {name}: compiled vs eager output max |diff| {c['max_abs_diff']:.3g} (outputs up to {c['max_abs_output']:.3g})")
+        print(f"  {name}: compiled vs eager output max |diff| {c['max_abs_diff']:.3g} "
+              f"(outputs up to {c['max_abs_output']:.3g})")
     print(json.dumps({"bench": "inference", "device": machine, "batch": b, "frames": t, "size": s, "boxes": k,
                       "dtype": str(dtype), "results": rows, "compile_check": check}))
 

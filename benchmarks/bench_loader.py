@@ -121,7 +121,8 @@ def bench_source(root: str, source: str, backend: str, clips: int, device: torch
                 torch.cuda.synchronize(frames.device)
     decode_ms = 1000 * (time.perf_counter() - t1) / max(2, clips // 4)
     return {
-        "source": source, "backend": backend if source.startswith("mp4") else "pillow", "workers": workers, "clips": done,
+        "source": source, "backend": backend if source.startswith("mp4") else "pillow", "workers": workers,
+        "clips": done,
         "clips_per_s": done / elapsed, "clips_per_s_per_worker": done / elapsed / max(1, workers),
         "ms_per_clip": 1000 * elapsed / done, "decode_ms_per_clip": decode_ms,
     }  # fmt: skip

@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
     parser.add_argument("--batch-per-device", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None, help="default 8 (cuda), 3 (cpu)")
-    parser.add_argument("--warmup", type=int, default=None, help="iterations left out of clips/s (default 3 cuda, 1 cpu)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="iterations left out of clips/s (default 3 cuda, 1 cpu)")
     parser.add_argument("--videos", type=int, default=None, help="synthetic videos (default 32 cuda, 2 cpu)")
     parser.add_argument("--seconds", type=float, default=None, help="video length (default 10 s cuda, 4 s cpu)")
     parser.add_argument("--frames", type=int, default=None, help="clip length (default 32 cuda, 8 cpu)")

@@ -13,7 +13,7 @@ top-level ``base``: a YAML file, relative to this one, whose values this file ov
   the keyword-only options of the dataset builder of ``data.kind``. Types come from the
   annotations (or the defaults) of those signatures.
 * ``train`` and ``eval`` are the dataclasses below; every field has the paper's default
-  (section 6.1, REFERENCE.md section 1 "Training and inference").
+  (section 6.1, docs/model.md "Training and inference").
 * Overrides are ``section.key=value`` strings; the value is parsed as a YAML scalar
   (``train.amp=bf16``, ``model.stage_blocks=[1,1,1,1]``, ``train.init=null``).
 * Unknown keys and wrong types raise ``ConfigError`` naming the file and the dotted key.
@@ -196,6 +196,9 @@ def check_value(key: str, value: Any, tp: Any, source: str = "<config>") -> Any:
                 return check_value(key, value, option, source)
             except ConfigError:
                 continue
+        choices = [a for option in args if typing.get_origin(option) is Literal for a in typing.get_args(option)]
+        if choices:  # Optional[Literal[...]]: name the choices
+            raise ConfigError(f"{source}: {key}: must be one of {', '.join(map(repr, choices))} or null, got {value!r}")
         fail()
     if origin is Literal:
         if value in args:
@@ -300,6 +303,9 @@ def data_schema(kind: str, source: str = "<config>") -> dict[str, tuple[Any, Any
     builder = dataset_builder(kind, source=source)
     schema = signature_schema(builder, skip=("split", "training"))
     engine = {key: (tp, DATA_DEFAULTS.get(key, inspect.Parameter.empty)) for key, tp in DATA_KEYS.items()}
+    for key in ("mean", "std"):  # null: the backbone source's normalisation (engine/backbone_source.py)
+        if key in schema:
+            schema[key] = (Optional[schema[key][0]], None)
     return {**engine, **schema}
 
 

@@ -122,7 +122,8 @@ def test_one_decoding_thread_by_default(tmp_path):
         assert str(src._stream.codec_context.thread_type) != "AUTO"
 
 
-needs_torchcodec = pytest.mark.skipif(not torchcodec_available(), reason="TorchCodec not usable here (needs system FFmpeg)")
+needs_torchcodec = pytest.mark.skipif(not torchcodec_available(),
+                                      reason="TorchCodec not usable here (needs system FFmpeg)")
 
 
 def _noisy_frames(n, h, w, seed=0, noise=20.0):
@@ -136,7 +137,8 @@ def _noisy_frames(n, h, w, seed=0, noise=20.0):
 
 @needs_torchcodec
 @pytest.mark.parametrize(
-    "name,h,w,fps", [("v.mp4", 48, 64, 24), ("v.webm", 98, 131, 30), ("w.mp4", 76, 102, 29.97), ("odd.webm", 97, 132, 30)]
+    "name,h,w,fps",
+    [("v.mp4", 48, 64, 24), ("v.webm", 98, 131, 30), ("w.mp4", 76, 102, 29.97), ("odd.webm", 97, 132, 30)],
 )
 def test_torchcodec_matches_pyav(tmp_path, name, h, w, fps):
     path = write_video(tmp_path / name, _noisy_frames(16, h, w), fps=fps, gop=6)

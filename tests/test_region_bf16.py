@@ -1,4 +1,6 @@
-"""Every RoIAlign form of strg/models/region.py under bfloat16 autocast, values and gradients (CPU; CUDA too where present).
+"""Every RoIAlign form of strg/models/region.py under bfloat16 autocast, values and gradients.
+
+On the CPU, and on CUDA too where there is a GPU.
 
 The reference is torchvision's ``roi_align`` (aligned=True) followed by the 7x7 max, in float64 on
 the same input values. Tolerances follow from bfloat16's precision: 8 significant bits, unit
@@ -81,7 +83,8 @@ def test_roi_align_forms_under_bf16_autocast(impl, feature_dtype, device):
     (out.double() * upstream.to(device)).sum().backward()
     out = out.cpu()
     err = (out.double() - ref.detach()).abs()
-    assert (err <= tol * bound + 1e-6).all(), f"{impl}: value error {float((err.detach() / (bound + 1e-12)).max()) / U:.2f} u"
+    worst = float((err.detach() / (bound + 1e-12)).max()) / U
+    assert (err <= tol * bound + 1e-6).all(), f"{impl}: value error {worst:.2f} u"
 
     # the same form in float32 without autocast: the bf16 run stays within the same bound of it
     with torch.no_grad():
@@ -91,9 +94,11 @@ def test_roi_align_forms_under_bf16_autocast(impl, feature_dtype, device):
 
     # gradients: |error| <= tol x the gradient with |upstream| (weights are >= 0)
     x_abs = x.double().requires_grad_(True)
-    (_grid64(x_abs, boxes).gather(-1, grid.detach().argmax(-1, keepdim=True)).squeeze(-1) * upstream.abs()).sum().backward()
+    winner = grid.detach().argmax(-1, keepdim=True)  # the reference's winning bins
+    (_grid64(x_abs, boxes).gather(-1, winner).squeeze(-1) * upstream.abs()).sum().backward()
     gbound = x_abs.grad
     assert robust.sum() > 0.5 * mask.sum() * feats.shape[1]  # most pairs are compared
     gerr = (xi.grad.cpu().double() - ref_grad).abs()
-    assert (gerr <= tol * gbound + 1e-6).all(), f"{impl}: gradient error {float((gerr / (gbound + 1e-12)).max()) / U:.2f} u"
+    worst = float((gerr / (gbound + 1e-12)).max()) / U
+    assert (gerr <= tol * gbound + 1e-6).all(), f"{impl}: gradient error {worst:.2f} u"
     assert ref_grad.abs().sum() > 0

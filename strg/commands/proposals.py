@@ -11,6 +11,7 @@ every video once; see docs/proposals.md for the settings and their cost.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -136,6 +137,10 @@ def _extract(args) -> int:
         raise ConfigError("give the proposals store to write with --out FILE (or data.proposals in the config)")
     if args.random_weights and args.detector_weights:
         raise ConfigError("give either --detector-weights or --random-weights, not both")
+    if os.path.exists(out):  # refuse a file that is not a store before loading the detector
+        from strg.data.proposals import ProposalStore
+
+        ProposalStore(out, mode="r").close()
     weights = None if args.random_weights else (args.detector_weights or "coco")
     top_k = args.top_k or defaults.get("top_k") or FALLBACK_TOP_K
     source_fps = args.source_fps or defaults.get("source_fps")

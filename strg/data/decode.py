@@ -11,7 +11,17 @@ Frame ``i`` is the ``i``-th frame in presentation order (0-based), whatever the 
 about timestamps. Errors (missing path, unreadable or truncated file, no frames, index out of
 range) raise :class:`strg.errors.DataError` naming the file.
 
-Decoding notes (REFERENCE.md section 4):
+One place turns decoder failures into that error: :func:`decoder_errors`. Every
+:class:`FrameSource` subclass gets its ``__init__`` and ``_decode_sorted`` wrapped by it
+(``FrameSource.__init_subclass__``), so a new backend needs no error handling of its own for
+the exceptions its library raises on a bad file. Those come in any type: a WebM cut to a quarter
+of its bytes makes PyAV's seek raise ``av.error.PermissionError``, an mp4 cut at two thirds
+leaves a stream without a codec context (``AttributeError`` on ``None``), Pillow raises
+``OSError``, ``SyntaxError`` or ``struct.error`` for broken images, TorchCodec ``RuntimeError``.
+So every ``Exception`` becomes a DataError, except :data:`NOT_DATA_ERRORS` (a missing module or
+out of memory is not the file's fault).
+
+Decoding notes (docs/formats.md):
 
 * torchvision's video readers are gone from current releases; PyAV wheels carry FFmpeg with
   H.264 and VP9, so it is the default (``backend="auto"``). TorchCodec needs FFmpeg's shared
@@ -38,8 +48,9 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from functools import lru_cache
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from functools import lru_cache, wraps
 
 import numpy as np
 import torch
@@ -48,7 +59,7 @@ from torch.utils.data import get_worker_info
 from strg.errors import DataError
 
 #: Frame rate assumed for frame folders when none is given: the Charades RGB frames are 24 fps
-#: (REFERENCE.md section 3). Something-Something v1 folders are 12 fps: pass ``fps=12``.
+#: (docs/formats.md). Something-Something v1 folders are 12 fps: pass ``fps=12``.
 DEFAULT_FOLDER_FPS = 24.0
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -60,12 +71,53 @@ __all__ = [
     "FrameSource",
     "PyAVSource",
     "TorchCodecSource",
+    "decoder_errors",
     "decodes_on_gpu",
     "open_video",
     "resolve_backend",
     "torchcodec_available",
     "torchcodec_cuda_problem",
 ]
+
+
+#: exceptions that are not the file's fault and pass through :func:`decoder_errors` unchanged
+NOT_DATA_ERRORS: tuple[type[BaseException], ...] = (ImportError, MemoryError, RecursionError)
+
+
+@contextmanager
+def decoder_errors(path: str | os.PathLike, what: str = "unreadable video") -> Iterator[None]:
+    """Turn any exception a decoder raises inside the block into a DataError naming ``path``.
+
+    ``with decoder_errors(path, "cannot open video"): ...`` -> ``DataError("<path>: cannot open
+    video (PermissionError: [Errno 1] Operation not permitted)")``. A DataError raised inside
+    passes unchanged (it already names the file); so do :data:`NOT_DATA_ERRORS`.
+    """
+    try:
+        yield
+    except (DataError, *NOT_DATA_ERRORS):
+        raise
+    except Exception as e:
+        raise DataError(f"{os.fspath(path)}: {what} ({type(e).__name__}: {e})") from e
+
+
+def _guarded(method: Callable, what: str) -> Callable:
+    """``method`` of a FrameSource run under :func:`decoder_errors`; a failing ``__init__``
+    closes what it opened."""
+
+    @wraps(method)
+    def wrapper(self, *args, **kwargs):
+        path = getattr(self, "path", None) or (args[0] if args else kwargs.get("path", "<video>"))
+        try:
+            with decoder_errors(path, what):
+                return method(self, *args, **kwargs)
+        except BaseException:
+            if method.__name__ == "__init__":
+                with suppress(Exception):  # a half-built source: the original error matters
+                    self.close()
+            raise
+
+    wrapper._decoder_guarded = True
+    return wrapper
 
 
 class FrameSource(ABC):
@@ -83,6 +135,15 @@ class FrameSource(ABC):
     fps: float
     height: int
     width: int
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        # every backend's library calls go through decoder_errors (module docstring)
+        super().__init_subclass__(**kwargs)
+        for name, what in (("__init__", "cannot open (unreadable, truncated or not a video)"),
+                           ("_decode_sorted", "decoding failed (corrupt or truncated)")):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_decoder_guarded", False):
+                setattr(cls, name, _guarded(method, what))
 
     def get_frames(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 Tensor[N, H, W, 3]."""
@@ -119,6 +180,39 @@ class FrameSource(ABC):
 
 
 # ----------------------------------------------------------------------------------------------
+# Truncated files
+
+
+def header_duration(container, stream) -> float | None:
+    """Seconds the header declares for the video: the stream's duration, else the container's
+    when it holds nothing else (WebM stores only the latter); None when neither is there."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration and len(container.streams) == 1:
+        return container.duration / 1e6  # AV_TIME_BASE units
+    return None
+
+
+def check_not_image(path: str, container) -> None:
+    """FFmpeg opens a still image (a PNG or JPEG under a video's name) as a one-frame video:
+    refuse it rather than train on one frame repeated."""
+    name = container.format.name
+    if name.endswith("_pipe") or name in ("image2", "image2pipe"):
+        raise DataError(f"{path}: an image file ({name.removesuffix('_pipe')}), not a video")
+
+
+def check_complete(path: str, declared: float | None, indexed: float, fps: float) -> None:
+    """Raise DataError when the frames end well before the duration the header declares.
+
+    A cut-off WebM still demuxes and decodes without error, only with fewer frames; comparing
+    the time its frames span (``indexed`` seconds, last frame's end) with the header's duration
+    catches it. Allowed slack: 10% of the duration plus two frames.
+    """
+    if declared and indexed < 0.9 * declared - 2.0 / fps:
+        raise DataError(f"{path}: truncated video (header says {declared:.2f} s, frames end at {indexed:.2f} s)")
+
+
+# ----------------------------------------------------------------------------------------------
 # PyAV
 
 
@@ -152,10 +246,13 @@ class PyAVSource(FrameSource):
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
             raise DataError(f"{self.path}: cannot open video ({e})") from e
         try:
+            check_not_image(self.path, self._container)
             if not self._container.streams.video:
                 raise DataError(f"{self.path}: video has zero frames (no video stream)")
             self._stream = self._container.streams.video[0]
             ctx = self._stream.codec_context
+            if ctx is None:  # e.g. an mp4 cut inside its stream description
+                raise DataError(f"{self.path}: unreadable or truncated video (no decoder for its video stream)")
             ctx.thread_count = max(1, int(threads))
             ctx.thread_type = "SLICE" if threads > 1 else "NONE"  # never AUTO/FRAME (module doc)
             self.height, self.width = int(ctx.height), int(ctx.width)
@@ -185,15 +282,15 @@ class PyAVSource(FrameSource):
                     raise DataError(f"{self.path}: packet without timestamp; cannot index frames exactly")
                 pts.append(t)
                 key.append(packet.is_keyframe)
+            self._container.seek(0)  # rewind for decoding (fails on some cut files)
         except self._av.error.FFmpegError as e:
-            raise DataError(f"{self.path}: unreadable or truncated video ({e})") from e
+            raise DataError(f"{self.path}: unreadable or truncated video ({type(e).__name__}: {e})") from e
         pts_a = np.asarray(pts, dtype=np.int64)
         key_a = np.asarray(key, dtype=bool)
         order = np.argsort(pts_a, kind="stable")
         pts_a, key_a = pts_a[order], key_a[order]
         if pts_a.size and not key_a[0]:
             key_a[0] = True  # decoding always starts at the first packet
-        self._container.seek(0)  # rewind for decoding
         return pts_a, key_a
 
     def _frame_rate(self) -> float:
@@ -207,25 +304,12 @@ class PyAVSource(FrameSource):
         raise DataError(f"{self.path}: cannot determine the frame rate")
 
     def _check_complete(self) -> None:
-        """Raise DataError when the packets end well before the duration the container declares.
-
-        A cut-off WebM still demuxes without error, only with fewer frames; comparing with the
-        header's duration (of the video stream, or of the container when it holds nothing else)
-        catches it. Allowed slack: 10% of the duration plus two frames.
-        """
+        """Raise DataError when the packets end well before the duration the header declares."""
         tb = self._stream.time_base
-        declared = None
-        if self._stream.duration and tb:
-            declared = float(self._stream.duration * tb)
-        elif self._container.duration and len(self._container.streams) == 1:
-            declared = self._container.duration / 1e6  # AV_TIME_BASE units
-        if not declared or not tb:
+        if not tb:
             return
         indexed = float((self._pts[-1] - self._pts[0]) * tb) + 1.0 / self.fps
-        if indexed < 0.9 * declared - 2.0 / self.fps:
-            raise DataError(
-                f"{self.path}: truncated video (header says {declared:.2f} s, frames end at {indexed:.2f} s)"
-            )
+        check_complete(self.path, header_duration(self._container, self._stream), indexed, self.fps)
 
     def _decode_sorted(self, indices: np.ndarray) -> torch.Tensor:
         av = self._av
@@ -269,7 +353,10 @@ class PyAVSource(FrameSource):
                 out[j] = rgb
         except av.error.FFmpegError as e:
             self._frames_iter = None
-            raise DataError(f"{self.path}: decoding failed near frame {int(i)} ({e})") from e
+            raise DataError(f"{self.path}: decoding failed near frame {int(i)} ({type(e).__name__}: {e})") from e
+        except BaseException:
+            self._frames_iter = None  # the decoder's position is unknown: seek again next time
+            raise
         return torch.from_numpy(out)
 
     def _to_rgb(self, frame) -> np.ndarray:
@@ -312,7 +399,8 @@ def torchcodec_cuda_problem() -> str | None:
     only known when a video is opened (:class:`TorchCodecSource` raises DataError then).
     """
     if not torchcodec_available():
-        return "TorchCodec is not installed or cannot load FFmpeg (pip install 'strg[torchcodec]' and the system FFmpeg libraries)"
+        return ("TorchCodec is not installed or cannot load FFmpeg "
+                "(pip install 'strg[torchcodec]' and the system FFmpeg libraries)")
     if not torch.cuda.is_available():
         return "torch sees no CUDA device"
     if not _torchcodec_has_cuda():
@@ -357,18 +445,18 @@ class TorchCodecSource(FrameSource):
     def __init__(self, path: str, *, threads: int = 1, device: str | torch.device = "cpu") -> None:
         if not torchcodec_available():
             raise DataError(f"{path}: TorchCodec is not usable here (not installed or no system FFmpeg)")
-        from torchcodec.decoders import VideoDecoder, get_container_metadata
+        import torchcodec.decoders as tc
 
         self.path = str(path)
         self.device = torch.device(device)
         if not os.path.isfile(self.path):
             raise DataError(f"{self.path}: video file not found")
-        try:
-            header = get_container_metadata(self.path)
-        except Exception as e:  # TorchCodec raises RuntimeError for unreadable files
-            raise DataError(f"{self.path}: cannot open video ({e})") from e
-        if header.best_video_stream_index is None or header.streams[header.best_video_stream_index].num_frames_from_header == 0:
-            raise DataError(f"{self.path}: video has zero frames (no video stream)")
+        if hasattr(tc, "get_container_metadata"):  # TorchCodec >= 0.17: say "zero frames" for an empty stream
+            header = tc.get_container_metadata(self.path)  # (an unreadable file: DataError from decoder_errors)
+            best = header.best_video_stream_index
+            if best is None or header.streams[best].num_frames_from_header == 0:
+                raise DataError(f"{self.path}: video has zero frames (no video stream)")
+        VideoDecoder = tc.VideoDecoder
         try:
             self._decoder = VideoDecoder(self.path, seek_mode="exact", num_ffmpeg_threads=max(1, int(threads)),
                                          dimension_order="NHWC", device=str(self.device))
@@ -380,21 +468,20 @@ class TorchCodecSource(FrameSource):
             raise DataError(f"{self.path}: video has zero frames")
         self.fps = float(meta.average_fps_from_header or meta.average_fps)
         self.height, self.width = int(meta.height), int(meta.width)
-        self._check_complete(header, meta)
+        self._check_header(meta)
 
-    def _check_complete(self, header, meta) -> None:
-        """DataError when the frames end well before the header's duration (as PyAVSource)."""
-        declared = meta.duration_seconds_from_header
-        if not declared and len(header.streams) == 1:
-            declared = header.duration_seconds_from_header  # WebM: the container's duration
-        end = meta.end_stream_seconds_from_content
-        if not declared or end is None:
-            return
-        indexed = float(end) - float(meta.begin_stream_seconds_from_content or 0.0)
-        if indexed < 0.9 * declared - 2.0 / self.fps:
-            raise DataError(
-                f"{self.path}: truncated video (header says {declared:.2f} s, frames end at {indexed:.2f} s)"
-            )
+    def _check_header(self, meta) -> None:
+        """What TorchCodec does not tell: a still image opened as a video, and a cut WebM, which
+        opens and decodes without error (its header gives TorchCodec no duration): compare the
+        frames' span with the duration PyAV reads from the container's header."""
+        import av
+
+        with av.open(self.path) as container:  # header only, no decoding
+            check_not_image(self.path, container)
+            declared = header_duration(container, container.streams.video[0])
+        end, begin = meta.end_stream_seconds_from_content, meta.begin_stream_seconds_from_content or 0.0
+        if end is not None:
+            check_complete(self.path, declared, float(end) - float(begin), self.fps)
 
     @property
     def cpu_fallback(self) -> bool:
@@ -425,7 +512,8 @@ def _list_frames(folder: str) -> list[str]:
     """Image files of ``folder`` in frame order, checked to be numbered without gaps.
 
     Works for Charades (``<id>-000001.jpg``, 1-based) and Something-Something v1 (``00001.jpg``):
-    files are ordered by the number at the end of their stem, so frame 0 is the lowest number.
+    files are ordered by the number at the end of their stem, so frame 0 is the lowest number,
+    which must be 0 or 1 (a higher one means the first frames are missing).
     """
     try:
         names = [n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)]
@@ -441,6 +529,8 @@ def _list_frames(folder: str) -> list[str]:
         numbered.append((int(m.group(1)), n))
     numbered.sort()
     numbers = np.fromiter((k for k, _ in numbered), dtype=np.int64, count=len(numbered))
+    if numbers[0] > 1:  # numbering starts at 0 or 1 (Charades, Something-Something v1: 1)
+        raise DataError(f"{folder}: the first frame is {numbered[0][1]}: frames before it are missing")
     gaps = np.flatnonzero(np.diff(numbers) != 1)
     if gaps.size:
         g = int(gaps[0])
@@ -578,6 +668,8 @@ def open_video(
         return FrameFolderSource(path, fps=fps)
     if not os.path.exists(path):
         raise DataError(f"{path}: video file or frame folder not found")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
     decoder, dev = resolve_backend(backend, device=device)
     if decoder == "pyav":
         return PyAVSource(path, threads=threads)

@@ -152,7 +152,7 @@ class ClipTransform:
                 bbox = F.crop(bbox, top, left, side, side)
         out_h, out_w = video.shape[-2:]
         b = bbox.as_subclass(torch.Tensor).reshape(t, k, 4)
-        # clip to the clip's frame; mask boxes that left it (issue 3)
+        # clip to the clip's frame; mask boxes that left it (docs/data.md)
         hi = torch.tensor([out_w, out_h, out_w, out_h], dtype=b.dtype)
         b = torch.minimum(b.clamp(min=0), hi)
         keep = ((b[..., 2] - b[..., 0]) >= self.min_box_size) & ((b[..., 3] - b[..., 1]) >= self.min_box_size)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from strg.data.decode import decodes_on_gpu
 from strg.engine.distributed import DistInfo, ShardSampler, all_gather_objects
+from strg.errors import DataError
 from strg.metrics import charades_map, topk_accuracy, write_submission
 
 
@@ -140,15 +141,17 @@ def evaluate_model(
         all_targets.update(p[2])
     skipped = sum(p[3] for p in parts)
     if all_scores is None:
-        raise RuntimeError("evaluation produced no scores: every item was skipped or the split is empty")
+        why = f"all {skipped} items were skipped (unreadable videos; see the data warnings)" if skipped else \
+            "the split is empty"
+        raise DataError(f"evaluation produced no scores: {why}")  # the data's fault: no traceback
 
     # Videos whose every clip failed (on_error="skip") are scored like ids missing from a
-    # submission in the official Charades script: -inf for every class (REFERENCE.md section 3),
+    # submission in the official Charades script: -inf for every class (docs/formats.md),
     # and counted as wrong in top-k. Their targets come from the annotations, without decoding.
     expected = range(len(indices) // max(dataset.clips_per_video, 1)) if hasattr(dataset, "clips_per_video") else []
     failed = [v for v in expected if v not in all_targets]
     if failed and hasattr(dataset, "video_target"):
-        warnings.warn(f"{len(failed)} videos could not be read and are scored -inf: {', '.join(dataset.videos[v].video_id for v in failed[:10])}")
+        warnings.warn(f"{len(failed)} videos could not be read and are scored -inf: {', '.join(dataset.videos[v].video_id for v in failed[:10])}", stacklevel=2)
     present = set(all_targets)
     if hasattr(dataset, "video_target"):
         for v in failed:

@@ -17,6 +17,7 @@ BCE per class for multi-label data (Charades), softmax cross-entropy otherwise.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -33,10 +34,12 @@ from tqdm import tqdm
 from strg.config import DATA_KEYS, load_config, save_config
 from strg.engine import checkpoint as ckpt_lib
 from strg.engine import distributed as dist_lib
+from strg.engine.backbone_source import apply_backbone_source
 from strg.engine.datasets import build_dataset
 from strg.engine.evaluator import autocast_context, evaluate_model, forward, resolve_amp, to_device
 from strg.errors import ConfigError, StrgError
 
+logger = logging.getLogger(__name__)
 
 class TrainingDiverged(StrgError, RuntimeError):
     """The loss became NaN or infinite; the message names the iteration and the last checkpoint."""
@@ -67,6 +70,7 @@ def from_config(cfg: dict, *, source: str = "<config>", train_set=None, val_set=
     from strg.data.collate import make_collate
     from strg.models import build_model
 
+    apply_backbone_source(cfg, source)  # no-op when train/evaluate already filled it
     data = dict(cfg["data"])
     kind = data["kind"]
     options = {k: v for k, v in data.items() if k not in DATA_KEYS}
@@ -147,7 +151,8 @@ def _changed_keys(old: dict, new: dict) -> list[str]:
 # (e.g. a Kinetics checkpoint's pool2 kernel 2 and 0.45 / 0.225 normalisation set for the
 # ``backbone`` stage only). A ``backbone`` stage fine-tuning from a run may change them on purpose:
 # it is told, not refused.
-_BACKBONE_SETTINGS = (("model", "pool2_kernel"), ("model", "temporal_strides"), ("data", "mean"), ("data", "std"))
+_BACKBONE_SETTINGS = (("model", "pool2_kernel"), ("model", "temporal_strides"), ("model", "backbone_source"),
+                      ("data", "mean"), ("data", "std"))
 
 
 def _check_backbone_settings(init_cfg: dict | None, cfg: dict, init_path, source: str, what: str = "train.init",
@@ -204,6 +209,7 @@ def train(
             f"{source}: train.init_2d would overwrite the backbone weights of model.backbone_checkpoint / "
             f"model.inflate_from; set train.init_2d: null"
         )
+    source_notes = apply_backbone_source(cfg, source)  # before config.yaml is written: it records the values used
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     info = dist_lib.setup(t["device"])
     per_step = t["batch_per_device"] * info.world_size
@@ -226,6 +232,8 @@ def train(
             stale.unlink()
     dist_lib.barrier(info)
     log = RunLog(run_dir, info.is_main, t["tensorboard"])
+    for note in source_notes:
+        log.info(note)
 
     # ---- data and model -------------------------------------------------------------------
     torch.manual_seed(t["seed"])  # the same initial weights on every rank
@@ -493,6 +501,8 @@ def evaluate(
     overrides = list(overrides) + ([f"eval.split={split}"] if split is not None else [])
     cfg = load_config(config, overrides)
     source = str(config) if not isinstance(config, dict) else "<config>"
+    for note in apply_backbone_source(cfg, source):
+        logger.info(note)
     ev, t = cfg["eval"], cfg["train"]
     if ev["split"] is None:
         raise ConfigError("eval.split is null: nothing to evaluate")

@@ -1,7 +1,7 @@
 """Region features: RoIAlign on each feature frame, then max-pool (paper section 3 and 4.1).
 
 Boxes come per input frame; the T' feature frames see the boxes of every (T / T')-th input frame
-(frames 0, 2, 4, ... of 32 for the R50, REFERENCE.md "Region features"). Time is folded into the
+(frames 0, 2, 4, ... of 32 for the R50, docs/model.md "Region features"). Time is folded into the
 batch: features (B, C, T', H, W) -> (B*T', C, H, W), and the box of video b, frame t, goes to
 RoIAlign with batch index b * T' + t, so every box meets its own frame. No Python loop over
 frames or videos.
@@ -108,7 +108,8 @@ def region_features(
                                       sampling_ratio=sampling_ratio)  # (B, T, K, C)
         return pooled * mask[..., None].to(pooled.dtype)
     if impl == "matmul":
-        pooled = roi_align_matmul(features, boxes, output_size=output_size, spatial_scale=spatial_scale, sampling_ratio=sampling_ratio)
+        pooled = roi_align_matmul(features, boxes, output_size=output_size, spatial_scale=spatial_scale,
+                                  sampling_ratio=sampling_ratio)
         # the 7x7 max-pool; max() keeps the argmax, so its backward is a scatter, where amax's
         # compares the whole (B, T, K, 49, C) grid with the maximum again (RoIAlign + max-pool forward +
         # backward at the paper configuration, CPU: 149 ms with max, 218 ms with amax; BENCHMARKS.md)
@@ -161,7 +162,8 @@ def _axis_weights(start: Tensor, size: Tensor, length: int, out: int, grid: Tens
     frac = torch.where(low >= length - 1, torch.zeros_like(pos), pos - low)
     high = (low + 1).clamp(max=length - 1)
     cells = torch.arange(length, device=start.device, dtype=start.dtype)
-    weights = (1 - frac)[..., None] * (cells == low[..., None]) + frac[..., None] * (cells == high[..., None])  # (..., out, G, L)
+    # (..., out, G, L)
+    weights = (1 - frac)[..., None] * (cells == low[..., None]) + frac[..., None] * (cells == high[..., None])
     return (weights * used[..., None]).sum(dim=-2)  # (..., out, L)
 
 
@@ -284,7 +286,8 @@ class _SparseRoIAlignMax(torch.autograd.Function):
                 crow = torch.arange(0, n * taps + 1, taps, device=table.device)
                 with warnings.catch_warnings():  # "sparse CSR support is in beta": what we use is tested here
                     warnings.simplefilter("ignore", UserWarning)
-                    matrix = torch.sparse_csr_tensor(crow, (cells - low).reshape(-1), weight[start * bins:stop * bins].reshape(-1),
+                    taps_weight = weight[start * bins:stop * bins].reshape(-1)
+                    matrix = torch.sparse_csr_tensor(crow, (cells - low).reshape(-1), taps_weight,
                                                      size=(n, high - low), check_invariants=False)
                 out = grid[:n]
                 # beta=0 into an existing tensor: ``matrix @ table`` would zero-fill a new output
