@@ -284,3 +284,19 @@ def test_dataset_clips_equal_with_torchcodec(tmp_path):
     a, b = _manifest_dataset(tmp_path, "pyav"), _manifest_dataset(tmp_path, "torchcodec")
     for i in range(len(a)):
         torch.testing.assert_close(a[i]["clip"], b[i]["clip"], rtol=0, atol=0)
+
+
+def test_loaders_do_not_pin_frames_decoded_on_the_gpu(monkeypatch):
+    from types import SimpleNamespace
+
+    from strg.engine.trainer import pin_batches
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(decode, "torchcodec_cuda_problem", lambda: None)  # as on a GPU machine
+    assert pin_batches(SimpleNamespace(decode_backend="auto"), cuda)
+    assert not pin_batches(SimpleNamespace(decode_backend="torchcodec-cuda"), cuda)
+    assert not pin_batches(SimpleNamespace(decode_backend="auto-cuda"), cuda)
+    assert not pin_batches(SimpleNamespace(decode_backend="auto"), cpu)
+    assert pin_batches(object(), cuda)  # cached features and other datasets without the option
+    monkeypatch.setattr(decode, "torchcodec_cuda_problem", lambda: "torch sees no CUDA device")
+    assert pin_batches(SimpleNamespace(decode_backend="auto-cuda"), cuda)  # fell back to the CPU
