@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from strg.data.decode import open_video
+from strg.data.decode import DECODE_BACKENDS, open_video, torchcodec_cuda_problem
 from strg.data.proposals import ProposalStore, select_boxes
 from strg.data.sampling import clip_indices, clip_span, random_clip_start, stride_in_frames, uniform_clip_starts
 from strg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
@@ -114,8 +114,10 @@ class ClipDataset(Dataset):
             raise ConfigError(f"stride_unit must be 'frames' or 'seconds', not {stride_unit!r}")
         if num_frames < 1 or stride <= 0 or test_clips < 1 or max_boxes < 0:
             raise ConfigError("num_frames, stride and test_clips must be positive, max_boxes >= 0")
-        if decode_backend not in ("auto", "pyav", "torchcodec"):
-            raise ConfigError(f"decode_backend must be 'auto', 'pyav' or 'torchcodec', not {decode_backend!r}")
+        if decode_backend not in DECODE_BACKENDS:
+            raise ConfigError(f"decode_backend must be one of {', '.join(DECODE_BACKENDS)}; not {decode_backend!r}")
+        if decode_backend == "torchcodec-cuda" and torchcodec_cuda_problem() is not None:  # before any video
+            raise ConfigError(f"decode_backend=torchcodec-cuda: cannot decode on the GPU: {torchcodec_cuda_problem()}")
         self.videos = videos
         self.classes = classes
         self.multi_label = multi_label

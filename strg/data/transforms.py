@@ -161,5 +161,6 @@ class ClipTransform:
         # (T, 3, H, W) -> (3, T, H, W): reorder as uint8 (4x less memory traffic), then one fused
         # scale-and-shift: (x / 255 - mean) / std = x * scale + shift
         clip = video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous().float()
-        clip = torch.addcmul(self.shift, clip, self.scale)
+        # on the GPU when the frames were decoded there (decode_backend torchcodec-cuda)
+        clip = torch.addcmul(self.shift.to(clip.device), clip, self.scale.to(clip.device))
         return TransformResult(clip=clip, boxes=b, box_mask=mask, flipped=flipped)

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from strg.data.decode import decodes_on_gpu
 from strg.engine.distributed import DistInfo, ShardSampler, all_gather_objects
 from strg.errors import DataError
 from strg.metrics import charades_map, topk_accuracy, write_submission
@@ -103,7 +104,7 @@ def evaluate_model(
         sampler=ShardSampler(indices, info.rank, info.world_size),
         num_workers=num_workers,
         collate_fn=collate_fn,
-        pin_memory=info.device.type == "cuda",
+        pin_memory=info.device.type == "cuda" and not decodes_on_gpu(getattr(dataset, "decode_backend", "auto")),
     )
     was_training = model.training
     model.eval()

@@ -54,6 +54,13 @@ def lr_at(iteration: int, *, lr: float, iterations: int, decay_at: float, decay:
     return lr * factor
 
 
+def pin_batches(dataset, device: torch.device) -> bool:
+    """Pin batches in page-locked memory for the copy to a GPU, unless the dataset decodes on the GPU."""
+    from strg.data.decode import decodes_on_gpu
+
+    return device.type == "cuda" and not decodes_on_gpu(getattr(dataset, "decode_backend", "auto"))
+
+
 def from_config(cfg: dict, *, source: str = "<config>", train_set=None, val_set=None) -> dict:
     """Turn a resolved config into the explicit objects of a run: datasets, model, settings.
 
@@ -361,7 +368,7 @@ def train(
         )
         gen = torch.Generator().manual_seed(t["seed"] * 1_000_003 + first * 101 + info.rank)
         loader = DataLoader(train_data, batch_sampler=sampler, num_workers=train_workers, collate_fn=train_collate,
-                            pin_memory=device.type == "cuda", generator=gen, persistent_workers=False)
+                            pin_memory=pin_batches(train_data, device), generator=gen, persistent_workers=False)
         return iter(loader)
 
     # Modules with every parameter frozen (the I3D part in stage `graph`) stay in eval mode, so
