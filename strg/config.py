@@ -13,7 +13,7 @@ top-level ``base``: a YAML file, relative to this one, whose values this file ov
 * ``data`` is ``kind``, ``train_split`` and the fields of the kind's options class
   (:mod:`strg.data.options`), validated against that class.
 * ``train`` and ``eval`` are the dataclasses below; every field has the paper's default
-  (section 6.1).
+  (section 6.1, docs/model.md "Training and inference").
 * Overrides are ``section.key=value`` strings; the value is parsed as a YAML scalar
   (``train.amp=bf16``, ``model.stage_blocks=[1,1,1,1]``, ``train.init=null``).
 * Unknown keys and wrong types raise ``ConfigError`` naming the file and the dotted key.
@@ -43,7 +43,7 @@ import yaml
 
 from strg.data import dataset_options
 from strg.errors import ConfigError
-from strg.variants import list_models
+from strg.variants import SourceName, list_models
 
 SECTIONS = ("model", "data", "train", "eval")
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class ModelConfig:
     width: int = 64
     stage_blocks: Optional[tuple[int, ...]] = None
     dim: int = 512
-    pool2_kernel: int = 3
+    pool2_kernel: Optional[int] = None  # None: the backbone source's (3 for strg, the paper's Table 1)
     temporal_strides: Optional[tuple[int, ...]] = None
     frozen_bn: bool = True
     gcn_layers: int = 3
@@ -68,6 +68,7 @@ class ModelConfig:
     in_channels: int = 3
     inflate_from: Optional[str] = None  # the starting weights: ImageNet 2D ResNet inflated (section 4.1)
     backbone_checkpoint: Optional[str] = None  # ... or a Kinetics-pretrained I3D
+    backbone_source: Optional[SourceName] = None  # None: read from backbone_checkpoint (strg without one)
     compile_graph_head: bool = False
     roi_impl: str = "auto"
 
@@ -268,6 +269,9 @@ def check_value(key: str, value: Any, tp: Any, source: str = "<config>") -> Any:
                 return check_value(key, value, option, source)
             except ConfigError:
                 continue
+        choices = [a for option in args if typing.get_origin(option) is Literal for a in typing.get_args(option)]
+        if choices:  # Optional[Literal[...]]: name the choices
+            raise ConfigError(f"{source}: {key}: must be one of {', '.join(map(repr, choices))} or null, got {value!r}")
         fail()
     if origin is Literal:
         if value in args:

@@ -13,8 +13,9 @@ The names alone, without the model code: :mod:`strg.models.registry` builds them
 from __future__ import annotations
 
 import re
+from typing import Literal
 
-__all__ = ["HEADS", "DEPTHS", "list_models", "parse_name"]
+__all__ = ["HEADS", "DEPTHS", "SourceName", "list_models", "parse_name"]
 
 # head -> graph branches (None: no region head at all)
 HEADS: dict[str, tuple[str, ...] | None] = {
@@ -39,3 +40,17 @@ def parse_name(name: str) -> tuple[bool, str, int]:
     if m is None:
         raise ValueError(f"unknown model variant {name!r}; choose one of: {', '.join(list_models())}")
     return m.group(1) is not None, m.group(2), DEPTHS[m.group(3)]
+
+
+# The sources of Kinetics I3D checkpoints whose computation strg reproduces (their settings:
+# strg.models.sources). ``model.backbone_source`` in a config is checked against these names.
+SourceName = Literal[
+    "strg",
+    "pyslowfast",
+    "pyslowfast_dot_product",
+    "mmaction2",
+    "mmaction2_dot_product",
+    "mmaction2_gaussian",
+    "video_nonlocal_net",
+    "video_nonlocal_net_bgr",
+]

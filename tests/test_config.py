@@ -96,8 +96,10 @@ def test_every_shipped_config_validates():
     assert len(set(stems)) == len(stems)  # default run folders runs/<stem> do not collide
     for path in configs:
         cfg = load_config(path)
-        if cfg.train.stage == "joint":  # section 6.1: 30K iterations at the reduced rate
-            assert cfg.train.iterations == 30000 and cfg.train.base_lr == pytest.approx(0.000125)
+        if cfg.train.stage == "joint":  # section 6.1: 30K iterations of 8 clips at the reduced rate
+            t = cfg.train
+            assert t.iterations * t.batch_size == 30000 * 8 and t.base_lr == pytest.approx(0.000125)
+            assert t.base_batch == 8
         if cfg.data.kind == "charades":
             assert cfg.data.options.test_clips == 10 and cfg.data.options.max_boxes == 50
         if cfg.data.kind.startswith("something"):

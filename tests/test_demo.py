@@ -18,7 +18,7 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     table = out[out.index("| model | top-1 | top-5 |"):]
     for _, label in ROWS:  # one row per Table 2a variant, with two percentages each
-        line = next(l for l in table.splitlines() if l.startswith(f"| {label} |"))
+        line = next(row for row in table.splitlines() if row.startswith(f"| {label} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert all(0.0 <= float(c) <= 100.0 for c in cells[1:])
     assert "[9/10] joint_gcn_graph" in out and "[10/10] joint_gcn" in out  # the progress display names each run

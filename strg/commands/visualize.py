@@ -22,10 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from strg.config import load_config
     from strg.engine import checkpoint as ckpt_lib
+    from strg.engine.backbone_source import apply_backbone_source
     from strg.engine.build import dataset_from_config, model_from_config
     from strg.visualize import draw, explain
 
     cfg = load_config(args.config, args.overrides)
+    apply_backbone_source(cfg)  # the normalisation and backbone settings of the weights' source
     split = args.split or cfg.eval.split or cfg.data.train_split
     dataset = dataset_from_config(cfg.data, split, training=False)
     model = model_from_config(cfg, len(dataset.classes), starting_weights=not args.checkpoint)

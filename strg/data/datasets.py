@@ -1,4 +1,4 @@
-"""Datasets in the real formats (REFERENCE.md section 3) and a generic manifest format.
+"""Datasets in the real formats (docs/formats.md) and a generic manifest format.
 
 Every dataset is a :class:`ClipDataset`: a list of :class:`VideoRecord` (annotation order kept,
 the Charades metric depends on it), the class names, and the clip / box / target logic shared by
@@ -23,13 +23,14 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from strg.data.decode import open_video
+from strg.data.decode import DECODE_BACKENDS, open_video, torchcodec_cuda_problem
 from strg.data.options import (
     CharadesOptions,
     ClipOptions,
@@ -45,7 +46,7 @@ from strg.data.sampling import (
     stride_in_frames,
     uniform_clip_starts,
 )
-from strg.data.transforms import ClipTransform
+from strg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
 from strg.errors import ConfigError, DataError
 
 _MAX_CONSECUTIVE_SKIPS = 20  # training under on_error='skip': then the dataset is broken, stop
@@ -126,8 +127,10 @@ class ClipDataset(Dataset):
             raise ConfigError(f"stride_unit must be 'frames' or 'seconds', not {stride_unit!r}")
         if num_frames < 1 or stride <= 0 or test_clips < 1 or max_boxes < 0:
             raise ConfigError("num_frames, stride and test_clips must be positive, max_boxes >= 0")
-        if decode_backend not in ("auto", "pyav", "torchcodec"):
-            raise ConfigError(f"decode_backend must be 'auto', 'pyav' or 'torchcodec', not {decode_backend!r}")
+        if decode_backend not in DECODE_BACKENDS:
+            raise ConfigError(f"decode_backend must be one of {', '.join(DECODE_BACKENDS)}; not {decode_backend!r}")
+        if decode_backend == "torchcodec-cuda" and torchcodec_cuda_problem() is not None:  # before any video
+            raise ConfigError(f"decode_backend=torchcodec-cuda: cannot decode on the GPU: {torchcodec_cuda_problem()}")
         self.videos = videos
         self.classes = classes
         self.multi_label = multi_label
@@ -278,7 +281,7 @@ class ClipDataset(Dataset):
         if rec.actions is not None and len(rec.actions):
             acts = rec.actions  # (A, 3): class, start, end
             if self.training and idx is not None:
-                # the actions whose interval overlaps the clip's time span (issue 3, Charades)
+                # the actions whose interval overlaps the clip's time span (Charades, docs/data.md)
                 t0, t1 = idx.min() / fps, (idx.max() + 1) / fps
                 acts = acts[(acts[:, 1] < t1) & (acts[:, 2] > t0)]
             target[torch.from_numpy(acts[:, 0].astype(np.int64))] = 1.0
@@ -315,6 +318,19 @@ def _resolve(root: str, path: str | None, default: str) -> str:
     return os.path.join(root, default) if path is None else (path if os.path.isabs(path) else os.path.join(root, path))
 
 
+def _check_fields(row: dict, header: Sequence[str], where: str) -> None:
+    """A CSV row (``csv.DictReader``) must have as many fields as the header: a short row would
+    leave its last columns (e.g. Charades ``actions``) silently empty."""
+    if None in row:
+        raise DataError(f"{where}: more fields ({len(header) + len(row[None])}) than header columns ({len(header)})")
+    missing = [k for k in header if row.get(k) is None]
+    if missing:
+        raise DataError(
+            f"{where}: fewer fields ({len(header) - len(missing)}) than header columns ({len(header)}): "
+            f"no {', '.join(missing)}"
+        )
+
+
 def _check_unique(videos: list[VideoRecord], path: str) -> None:
     seen: dict[str, str] = {}
     for v in videos:
@@ -342,7 +358,7 @@ def read_charades_classes(path: str) -> tuple[list[str], list[str]]:
 
 
 def read_charades_csv(path: str, class_ids: list[str], video_path) -> list[VideoRecord]:
-    """Charades v1 CSV (REFERENCE.md section 3): ``actions`` = ``cNNN start end`` joined by ';'."""
+    """Charades v1 CSV (docs/formats.md): ``actions`` = ``cNNN start end`` joined by ';'."""
     index = {c: i for i, c in enumerate(class_ids)}
     _read_lines(path)  # existence / encoding check with a clear message
     videos = []
@@ -354,9 +370,10 @@ def read_charades_csv(path: str, class_ids: list[str], video_path) -> list[Video
         try:
             for row in reader:
                 where = f"{path}:{reader.line_num}"
+                _check_fields(row, reader.fieldnames, where)
                 vid = (row.get("id") or "").strip()
-                if not vid or None in row:
-                    raise DataError(f"{where}: malformed line (no id or too many fields)")
+                if not vid:
+                    raise DataError(f"{where}: malformed line (no id)")
                 acts = []
                 for a in filter(None, (s.strip() for s in (row["actions"] or "").split(";"))):
                     parts = a.split()
@@ -382,8 +399,13 @@ def read_charades_csv(path: str, class_ids: list[str], video_path) -> list[Video
     return videos
 
 
-def read_something_v2(path: str, labels_path: str, video_path) -> tuple[list[VideoRecord], list[str]]:
-    """Something-Something v2 JSON; the class is the template without brackets (REFERENCE.md 3)."""
+def read_something_v2(
+    path: str, labels_path: str, video_path, *, labelled: bool | None = None
+) -> tuple[list[VideoRecord], list[str]]:
+    """Something-Something v2 JSON; the class is the template without brackets (docs/formats.md).
+
+    ``labelled``: True (train / validation) requires a ``template`` in every entry, False (test)
+    takes ids only; None accepts both, but not a mix of the two in one file."""
     table = _read_json(labels_path)
     if not isinstance(table, dict) or not table:
         raise DataError(f"{labels_path}: expected a JSON object template -> class index")
@@ -400,7 +422,7 @@ def read_something_v2(path: str, labels_path: str, video_path) -> tuple[list[Vid
     entries = _read_json(path)
     if not isinstance(entries, list):
         raise DataError(f"{path}: expected a JSON list of videos")
-    videos = []
+    videos, first = [], None
     for n, e in enumerate(entries):
         if not isinstance(e, dict) or "id" not in e:
             raise DataError(f"{path}: entry {n} has no 'id'")
@@ -408,12 +430,15 @@ def read_something_v2(path: str, labels_path: str, video_path) -> tuple[list[Vid
         where = f"{path}: id {vid}"
         label = -1
         if "template" in e:
-            name = str(e["template"]).replace("[", "").replace("]", "")
+            if not isinstance(e["template"], str):
+                raise DataError(f"{where}: 'template' {e['template']!r} is not a string")
+            name = e["template"].replace("[", "").replace("]", "")
             if name not in index:
                 raise DataError(f"{where}: unknown class {name!r} (not in {labels_path})")
             label = index[name]
         elif "label" in e:
             raise DataError(f"{where}: entry has a 'label' but no 'template'")
+        first = _check_labelled(labelled, label >= 0, first, where, "'template'")
         videos.append(VideoRecord(vid, video_path(vid), label=label, source=where))
     if not videos:
         raise DataError(f"{path}: no videos")
@@ -421,13 +446,16 @@ def read_something_v2(path: str, labels_path: str, video_path) -> tuple[list[Vid
     return videos, classes
 
 
-def read_something_v1(path: str, labels_path: str, video_path) -> tuple[list[VideoRecord], list[str]]:
-    """Something-Something v1: classes one per line; ``id;label`` lines (test: ``id`` only)."""
+def read_something_v1(
+    path: str, labels_path: str, video_path, *, labelled: bool | None = None
+) -> tuple[list[VideoRecord], list[str]]:
+    """Something-Something v1: classes one per line; ``id;label`` lines (test: ``id`` only).
+    ``labelled`` as in :func:`read_something_v2`."""
     classes = [c.strip() for c in _read_lines(labels_path) if c.strip()]
     if len(set(classes)) != len(classes) or not classes:
         raise DataError(f"{labels_path}: class names must be unique and non-empty")
     index = {c: i for i, c in enumerate(classes)}
-    videos = []
+    videos, first = [], None
     for n, line in enumerate(_read_lines(path), 1):
         if not line.strip():
             continue
@@ -440,11 +468,37 @@ def read_something_v1(path: str, labels_path: str, video_path) -> tuple[list[Vid
             if parts[1] not in index:
                 raise DataError(f"{path}:{n}: video {vid}: unknown class {parts[1]!r}")
             label = index[parts[1]]
+        first = _check_labelled(labelled, label >= 0, first, f"{path}:{n}", "label")
         videos.append(VideoRecord(vid, video_path(vid), label=label, source=f"{path}:{n}"))
     if not videos:
         raise DataError(f"{path}: no videos")
     _check_unique(videos, path)
     return videos, classes
+
+
+def _check_labelled(labelled: bool | None, has_label: bool, first: tuple[str, bool] | None, where: str,
+                    what: str) -> tuple[str, bool]:
+    """Labelled splits need a label on every entry; an unlabelled entry among labelled ones is a
+    damaged line, not a test video (it would train as class -1 or silently lose its labels).
+
+    Args:
+        labelled: True: every entry needs a label; False or None: labels optional, but with None
+            all entries must agree with the first.
+        has_label: whether this entry has one.
+        first: (source, has_label) of the file's first entry; None for the first entry itself.
+    Returns:
+        ``first`` for the next call.
+    """
+    if labelled and not has_label:
+        raise DataError(f"{where}: no {what} (this split needs a label on every entry)")
+    if first is None:
+        return where, has_label
+    if labelled is None and has_label != first[1]:
+        raise DataError(
+            f"{where}: {'has a' if has_label else 'has no'} {what}, unlike the first entry ({first[0]}); "
+            "labelled and unlabelled entries cannot be mixed"
+        )
+    return first
 
 
 def _float_or_none(value, where: str, key: str) -> float | None:
@@ -459,8 +513,14 @@ def _float_or_none(value, where: str, key: str) -> float | None:
     return x
 
 
-def read_manifest(path: str, classes: list[str], root: str, multi_label: bool) -> list[VideoRecord]:
-    """A CSV (header ``path,labels[,id,start,end]``) or JSON Lines manifest (docs/data.md)."""
+def read_manifest(
+    path: str, classes: list[str], root: str, multi_label: bool, *, labelled: bool | None = None
+) -> list[VideoRecord]:
+    """A CSV (header ``path,labels[,id,start,end]``) or JSON Lines manifest (docs/data.md).
+
+    ``labelled`` as in :func:`read_something_v2` (True for training). An entry has a label when
+    its ``labels`` is not empty; with ``multi_label`` an explicitly empty one (``""``, ``[]``:
+    no action in the video) counts as given, a missing key or field does not."""
     index = {c: i for i, c in enumerate(classes)}
     rows: list[tuple[str, dict]] = []
     if path.endswith((".jsonl", ".json")):
@@ -482,12 +542,11 @@ def read_manifest(path: str, classes: list[str], root: str, multi_label: bool) -
                 raise DataError(f"{path}:1: header needs a 'path' column (and 'labels' for labelled data)")
             try:
                 for row in reader:
-                    if None in row:
-                        raise DataError(f"{path}:{reader.line_num}: more fields than header columns")
+                    _check_fields(row, reader.fieldnames, f"{path}:{reader.line_num}")
                     rows.append((f"{path}:{reader.line_num}", row))
             except csv.Error as e:
                 raise DataError(f"{path}:{reader.line_num}: {e}") from e
-    videos = []
+    videos, first = [], None
     for where, row in rows:
         rel = row.get("path")
         if not rel or not isinstance(rel, str):
@@ -501,6 +560,7 @@ def read_manifest(path: str, classes: list[str], root: str, multi_label: bool) -
         ids = sorted({index[s] for s in names})
         if not multi_label and len(ids) > 1:
             raise DataError(f"{where}: several labels {names} but multi_label is off")
+        first = _check_labelled(labelled, bool(ids) or (multi_label and raw is not None), first, where, "labels")
         vid = str(row.get("id") or os.path.splitext(os.path.basename(rel.rstrip("/")))[0])
         start = _float_or_none(row.get("start"), where, "start")
         end = _float_or_none(row.get("end"), where, "end")
@@ -550,7 +610,8 @@ def _clip_dataset(kind: str, videos, classes, o: ClipOptions, *, multi_label: bo
     """The :class:`ClipDataset` of ``videos`` with the options every video kind shares."""
     transform = ClipTransform(
         training=training, train_short_side=o.train_short_side, crop_size=o.crop_size,
-        test_short_side=o.test_short_side, test_views=o.test_views, flip=o.flip, mean=o.mean, std=o.std,
+        test_short_side=o.test_short_side, test_views=o.test_views, flip=o.flip,
+        mean=IMAGENET_MEAN if o.mean is None else o.mean, std=IMAGENET_STD if o.std is None else o.std,
     )
     flip_map = None
     if o.flip_label_map:
@@ -598,6 +659,7 @@ def something_v2(o: SomethingV2Options, *, split: str, training: bool) -> ClipDa
         _resolve(o.root, o.annotation_file, os.path.join(labels_dir, f"something-something-v2-{name}.json")),
         _resolve(o.root, o.labels_file, os.path.join(labels_dir, "something-something-v2-labels.json")),
         lambda v: os.path.join(vdir, v + o.video_ext),
+        labelled=name != "test",
     )
     return _clip_dataset("something_v2", videos, classes, o, multi_label=False, training=training, needs_flip_map=True)
 
@@ -612,6 +674,7 @@ def something_v1(o: SomethingV1Options, *, split: str, training: bool) -> ClipDa
         _resolve(o.root, o.annotation_file, f"something-something-v1-{name}.csv"),
         _resolve(o.root, o.labels_file, "something-something-v1-labels.csv"),
         lambda v: os.path.join(vdir, v),
+        labelled=name != "test",
     )
     return _clip_dataset("something_v1", videos, classes, o, multi_label=False, training=training, needs_flip_map=True,
                          frames_fps=o.frames_fps)
@@ -628,6 +691,6 @@ def manifest(o: ManifestOptions, *, split: str, training: bool) -> ClipDataset:
     if not classes or len(set(classes)) != len(classes):
         raise DataError(f"{o.classes_file}: class names must be unique and there must be at least one")
     base = o.root if o.root is not None else os.path.dirname(os.path.abspath(path))
-    videos = read_manifest(path, classes, base, o.multi_label)
+    videos = read_manifest(path, classes, base, o.multi_label, labelled=True if training else None)
     return _clip_dataset("manifest", videos, classes, o, multi_label=o.multi_label, training=training,
                          needs_flip_map=False, frames_fps=o.frames_fps)

@@ -32,11 +32,11 @@ class ClipOptions:
     num_frames: T, frames per clip. stride, stride_unit: between clip frames, in "frames" or
     "seconds". test_clips, test_views: clips per video and spatial views per clip at test time.
     train_short_side ([min, max], random), crop_size, test_short_side: the frame transform.
-    mean, std: normalisation. flip: random horizontal flip in training; flip_label_map: a JSON
+    mean, std: normalisation (None: ImageNet's, or the backbone source's in a run). flip: random horizontal flip in training; flip_label_map: a JSON
     class -> mirrored class map for classes that name a direction. proposals: the proposals store
     (None: no boxes); max_boxes: boxes per frame; proposal_tolerance: nearest stored frame
     fallback in frames (None: half the store's interval). on_error: "raise" or "skip" unreadable
-    videos. decode_backend ("auto", "pyav", "torchcodec"), decode_threads: the video decoder.
+    videos. decode_backend (see strg.data.decode.DECODE_BACKENDS), decode_threads: the video decoder.
     """
 
     num_frames: int = 32
@@ -47,8 +47,10 @@ class ClipOptions:
     train_short_side: tuple[int, int] = (256, 320)
     crop_size: int = 224
     test_short_side: int = 256
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    # None: the backbone source's normalisation (filled by the engine from model.backbone_source;
+    # ImageNet's when a dataset is built directly)
+    mean: Optional[tuple[float, float, float]] = None
+    std: Optional[tuple[float, float, float]] = None
     flip: bool = False
     flip_label_map: Optional[str] = None
     proposals: Optional[str] = None

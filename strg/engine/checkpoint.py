@@ -110,6 +110,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             f"{path}: cannot read the checkpoint ({size} bytes): truncated or corrupt? ({type(e).__name__}: {str(e)[:200]})"
         ) from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        model = obj.get("model")
+        if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+            raise CheckpointError(f"{path}: damaged strg checkpoint: 'model' is not a state dict of tensors")
         return obj
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         return obj

@@ -9,6 +9,7 @@ scores") or mean, then scored with the official Charades mAP (multi-label data) 
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from contextlib import nullcontext
@@ -21,13 +22,17 @@ from tqdm import tqdm
 
 from strg.config import RunConfig, load_config
 from strg.data.collate import make_collate
+from strg.data.decode import decodes_on_gpu
 from strg.engine import checkpoint as ckpt_lib
 from strg.engine import distributed as dist_lib
+from strg.engine.backbone_source import apply_backbone_source
 from strg.engine.build import boxes_per_frame, dataset_from_config, model_from_config
 from strg.engine.distributed import DistInfo, ShardSampler, all_gather_objects
 from strg.engine.stage_checks import check_backbone_settings
-from strg.errors import ConfigError
+from strg.errors import ConfigError, DataError
 from strg.metrics import charades_map, topk_accuracy, write_submission
+
+logger = logging.getLogger(__name__)
 
 
 def autocast_context(device: torch.device, amp: str):
@@ -45,6 +50,11 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return "bf16"
     return "none"
+
+
+def pin_batches(dataset, device: torch.device) -> bool:
+    """Pin batches in page-locked memory for the copy to a GPU, unless the dataset decodes on the GPU."""
+    return device.type == "cuda" and not decodes_on_gpu(getattr(dataset, "decode_backend", "auto"))
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -103,7 +113,7 @@ def evaluate_model(
         per_video = len(dataset) // max(num_videos_total, 1)
         indices = range(max_videos * per_video)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(indices, info.rank, info.world_size),
-                        num_workers=num_workers, collate_fn=collate_fn, pin_memory=info.device.type == "cuda")
+                        num_workers=num_workers, collate_fn=collate_fn, pin_memory=pin_batches(dataset, info.device))
     local = _score_shard(model, loader, info, amp=amp, probabilities=scores == "prob", multi_label=multi_label,
                          progress=progress)
     vids, all_scores, all_targets, skipped = _gather(local, info)
@@ -162,9 +172,12 @@ def _gather(local: tuple, info: DistInfo) -> tuple:
     all_targets: dict = {}
     for p in parts:
         all_targets.update(p[2])
+    skipped = sum(p[3] for p in parts)
     if all_scores is None:
-        raise RuntimeError("evaluation produced no scores: every item was skipped or the split is empty")
-    return vids, all_scores, all_targets, sum(p[3] for p in parts)
+        why = f"all {skipped} items were skipped (unreadable videos; see the data warnings)" if skipped else \
+            "the split is empty"
+        raise DataError(f"evaluation produced no scores: {why}")  # the data's fault: no traceback
+    return vids, all_scores, all_targets, skipped
 
 
 def _add_failed_videos(dataset, all_targets: dict, *, num_items: int) -> None:
@@ -176,7 +189,7 @@ def _add_failed_videos(dataset, all_targets: dict, *, num_items: int) -> None:
     failed = [v for v in range(num_items // max(dataset.clips_per_video, 1)) if v not in all_targets]
     if failed and hasattr(dataset, "video_target"):
         names = ", ".join(dataset.videos[v].video_id for v in failed[:10])
-        warnings.warn(f"{len(failed)} videos could not be read and are scored -inf: {names}")
+        warnings.warn(f"{len(failed)} videos could not be read and are scored -inf: {names}", stacklevel=2)
         for v in failed:
             all_targets[v] = dataset.video_target(v)
 
@@ -231,6 +244,8 @@ def evaluate(
         val_set: a dataset to use instead of the config's.
     """
     cfg = load_config(config, list(overrides) + ([f"eval.split={split}"] if split is not None else []))
+    for note in apply_backbone_source(cfg):
+        logger.info(note)
     ev, t = cfg.eval, cfg.train
     if ev.split is None:
         raise ConfigError("eval.split is null: nothing to evaluate")

@@ -30,7 +30,8 @@ def changed_keys(old: dict, new: dict) -> list[str]:
 # (e.g. a Kinetics checkpoint's pool2 kernel 2 and 0.45 / 0.225 normalisation set for the
 # ``backbone`` stage only). A ``backbone`` stage fine-tuning from a run may change them on purpose:
 # it is told, not refused.
-BACKBONE_SETTINGS = (("model", "pool2_kernel"), ("model", "temporal_strides"), ("data", "mean"), ("data", "std"))
+BACKBONE_SETTINGS = (("model", "pool2_kernel"), ("model", "temporal_strides"), ("model", "backbone_source"),
+                     ("data", "mean"), ("data", "std"))
 
 
 def check_backbone_settings(init_cfg: dict | None, cfg: RunConfig, init_path, what: str = "train.init",

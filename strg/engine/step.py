@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from strg.engine import distributed as dist_lib
-from strg.engine.evaluator import autocast_context, forward, to_device
+from strg.engine.evaluator import autocast_context, forward, pin_batches, to_device
 from strg.errors import StrgError
 
 
@@ -36,7 +36,7 @@ def train_batches(dataset, *, first: int, stop: int, global_batch: int, batch_pe
     )
     gen = torch.Generator().manual_seed(seed * 1_000_003 + first * 101 + info.rank)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
-                        pin_memory=info.device.type == "cuda", generator=gen, persistent_workers=False)
+                        pin_memory=pin_batches(dataset, info.device), generator=gen, persistent_workers=False)
     return iter(loader)
 
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from strg.config import RunConfig, load_config, save_config
 from strg.engine import checkpoint as ckpt_lib
 from strg.engine import distributed as dist_lib
+from strg.engine.backbone_source import apply_backbone_source
 from strg.engine.build import RunData, build_run
 from strg.engine.evaluator import evaluate_model, resolve_amp
 from strg.engine.feature_cache import build_feature_cache, collate_features
@@ -68,11 +69,14 @@ def train(
         or ``top1``/``top5``) unless ``eval.split`` is null, ``checkpoint`` and ``run_dir``.
     """
     cfg = load_config(config, overrides)
+    source_notes = apply_backbone_source(cfg)  # before config.yaml is written: it records the values used
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     info = dist_lib.setup(cfg.train.device)
     accum = accumulation_steps(cfg, info.world_size)
     prepare_run_dir(run_dir, cfg, info, resume=resume)
     with RunLog(run_dir, info.is_main, cfg.train.tensorboard) as log:
+        for note in source_notes:
+            log.info(note)
         found = find_resume(run_dir, log) if resume else None
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         model, data = build_run(cfg, starting_weights=found is None and cfg.train.init is None,

@@ -13,12 +13,41 @@ from typing import Sequence
 from strg.models.backbone import i3d_resnet
 from strg.models.gcn import RegionGraphHead
 from strg.models.strg import STRG
-from strg.models.weights import inflate_resnet2d, load_i3d_checkpoint, load_resnet2d_state_dict
-from strg.variants import HEADS, list_models, parse_name
+from strg.models.weights import (
+    inflate_resnet2d,
+    load_i3d_checkpoint,
+    load_resnet2d_state_dict,
+    read_i3d_checkpoint,
+    resolve_backbone_source,
+    resolve_source,
+)
+from strg.variants import HEADS, SourceName, list_models, parse_name
 
 __all__ = ["build_model", "list_models", "parse_name"]
 
 logger = logging.getLogger(__name__)
+
+
+def _backbone(depth: int, *, inflate_from, backbone_checkpoint, backbone_source, pool2_kernel, **kwargs):
+    """The I3D backbone of :func:`build_model`, built for its weights' source and loaded."""
+    if inflate_from is not None and backbone_checkpoint is not None:
+        raise ValueError("give inflate_from or backbone_checkpoint, not both")
+    ckpt = read_i3d_checkpoint(backbone_checkpoint) if backbone_checkpoint is not None else None
+    if ckpt is not None:
+        source, _ = resolve_source(ckpt, backbone_source)
+        if pool2_kernel is not None and pool2_kernel != source.pool2_kernel:
+            logger.warning("pool2_kernel=%d, but source %r used %d: the loaded weights will compute something else",
+                           pool2_kernel, source.name, source.pool2_kernel)
+    else:
+        source, _ = resolve_backbone_source(None, backbone_source)
+    backbone = i3d_resnet(depth, pool2_kernel=pool2_kernel, source=source, **kwargs)
+    if inflate_from is not None:
+        state = load_resnet2d_state_dict(inflate_from, depth=depth)
+        report = inflate_resnet2d(backbone, state, source=str(inflate_from))
+        logger.info("%s: %s", inflate_from, report.summary())
+    if ckpt is not None:
+        logger.info("%s", load_i3d_checkpoint(backbone, ckpt, source=source).summary())
+    return backbone
 
 
 def build_model(
@@ -28,7 +57,7 @@ def build_model(
     width: int = 64,
     stage_blocks: Sequence[int] | None = None,
     dim: int = 512,
-    pool2_kernel: int = 3,
+    pool2_kernel: int | None = None,
     temporal_strides: Sequence[int] | None = None,
     frozen_bn: bool = True,
     gcn_layers: int = 3,
@@ -37,6 +66,7 @@ def build_model(
     in_channels: int = 3,
     inflate_from: str | None = None,
     backbone_checkpoint: str | None = None,
+    backbone_source: SourceName | None = None,
     compile_graph_head: bool = False,
     roi_impl: str = "auto",
 ) -> STRG:
@@ -48,7 +78,7 @@ def build_model(
         width: res2 bottleneck width (64 in the paper; e.g. 8 for tests and the CPU demo).
         stage_blocks: blocks per stage (default (3, 4, 6, 3) for R50, (3, 4, 23, 3) for R101).
         dim: d, node feature size after the 2048 -> d reduction (512).
-        pool2_kernel: 3 (paper Table 1) or 2 (Caffe2 / PySlowFast).
+        pool2_kernel: 3 (paper Table 1) or 2 (every Kinetics source); None: the backbone source's.
         temporal_strides: (conv1, pool1, pool2) temporal strides; default (1, 1, 2) for R50
             (32 -> 16 frames) and (2, 2, 2) for R101 (128 -> 16 frames).
         frozen_bn: frozen BatchNorm (paper section 6.1).
@@ -63,6 +93,13 @@ def build_model(
         backbone_checkpoint: initialise the backbone from a Kinetics-pretrained I3D checkpoint
             (PySlowFast, mmaction2 or Caffe2 ``.pkl`` format, or a strg checkpoint), see
             :func:`strg.models.weights.load_i3d_checkpoint`.
+        backbone_source: what the backbone's weights computed in the code that trained them
+            (stem pooling, non-local variant, channel order, normalisation, pool2 kernel): a
+            name of :data:`strg.models.sources.SOURCES`. None: read from ``backbone_checkpoint``
+            where the file tells, the format's default where it cannot (a Caffe2 ``.pkl``:
+            ``video_nonlocal_net``), ``"strg"`` without a checkpoint. A name that contradicts
+            the file raises CheckpointError. The model keeps it as ``model.backbone.source``;
+            its ``data_mean`` / ``data_std`` are the normalisation to feed it.
         compile_graph_head: ``torch.compile`` the region graph head (RoIAlign, graphs, GCN). On a
             GPU the eager head is bound by the launch overhead of its many small kernels; compiled,
             they fuse (BENCHMARKS.md). Same results; the first batches pay the compilation. The
@@ -75,20 +112,12 @@ def build_model(
             :mod:`strg.models.region`.
     """
     nonlocal_, head, depth = parse_name(name)
-    backbone = i3d_resnet(
-        depth, width=width, stage_blocks=stage_blocks, nonlocal_=nonlocal_, pool2_kernel=pool2_kernel,
+    backbone = _backbone(
+        depth, inflate_from=inflate_from, backbone_checkpoint=backbone_checkpoint, backbone_source=backbone_source,
+        width=width, stage_blocks=stage_blocks, nonlocal_=nonlocal_, pool2_kernel=pool2_kernel,
         temporal_strides=tuple(temporal_strides) if temporal_strides is not None else None,
         frozen_bn=frozen_bn, in_channels=in_channels,
     )
-    if inflate_from is not None and backbone_checkpoint is not None:
-        raise ValueError("give inflate_from or backbone_checkpoint, not both")
-    if inflate_from is not None:
-        state = load_resnet2d_state_dict(inflate_from, depth=depth)
-        report = inflate_resnet2d(backbone, state, source=str(inflate_from))
-        logger.info("%s: %s", inflate_from, report.summary())
-    if backbone_checkpoint is not None:
-        fmt, unused = load_i3d_checkpoint(backbone, backbone_checkpoint)
-        logger.info("%s: loaded %s I3D backbone; not used: %s", backbone_checkpoint, fmt, ", ".join(unused) or "nothing")
     graphs = HEADS[head]
     graph_head = None
     if graphs is not None:
