@@ -289,7 +289,7 @@ def test_dataset_clips_equal_with_torchcodec(tmp_path):
 def test_loaders_do_not_pin_frames_decoded_on_the_gpu(monkeypatch):
     from types import SimpleNamespace
 
-    from strg.engine.trainer import pin_batches
+    from strg.engine.evaluator import pin_batches
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(decode, "torchcodec_cuda_problem", lambda: None)  # as on a GPU machine

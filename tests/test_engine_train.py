@@ -255,7 +255,7 @@ def test_library_reports_reach_the_terminal_and_the_run_log(tmp_path, capsys):
     path.write_text(yaml.safe_dump(tiny("i3d_r50", iterations=1)))
     capsys.readouterr()
     assert main(["train", str(path), f"model.backbone_checkpoint={kinetics}", "--run-dir", str(tmp_path / "k")]) == 0
-    report = f"{kinetics}: loaded strg I3D backbone"
+    report = f"{kinetics}: strg I3D loaded"
     assert report in capsys.readouterr().err
     assert report in (tmp_path / "k" / "log.txt").read_text()
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from strg.config import load_config
-from strg.engine.trainer import lr_at
+from strg.engine import lr_at
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "charades"
@@ -26,8 +26,8 @@ def _schedule(t: dict) -> dict:
 
 @pytest.mark.parametrize("large,paper", PAIRS)
 def test_large_batch_schedule_is_the_papers_per_clip(large, paper):
-    big = load_config(LARGE / f"{large}.yaml")
-    ref = load_config(PAPER / f"{paper}.yaml")
+    big = load_config(LARGE / f"{large}.yaml").to_dict()
+    ref = load_config(PAPER / f"{paper}.yaml").to_dict()
     tb, tr = big["train"], ref["train"]
     # the paper's numbers (section 6.1): 8 clips per step; 100K iterations at 0.00125, x0.1 for the
     # last 10K, or 30K joint iterations at 0.000125
@@ -52,6 +52,6 @@ def test_large_batch_schedule_is_the_papers_per_clip(large, paper):
 
 def test_large_batch_stages_chain():
     """Each stage starts from the previous large-batch stage's default run folder."""
-    graph = load_config(LARGE / "charades_joint_gcn_r50_graph_b64.yaml")["train"]
-    joint = load_config(LARGE / "charades_joint_gcn_r50_b64.yaml")["train"]
-    assert graph["init"] == "runs/charades_i3d_r50_b64" and joint["init"] == "runs/charades_joint_gcn_r50_graph_b64"
+    graph = load_config(LARGE / "charades_joint_gcn_r50_graph_b64.yaml").train
+    joint = load_config(LARGE / "charades_joint_gcn_r50_b64.yaml").train
+    assert graph.init == "runs/charades_i3d_r50_b64" and joint.init == "runs/charades_joint_gcn_r50_graph_b64"
