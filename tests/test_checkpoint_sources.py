@@ -625,7 +625,7 @@ def test_bad_checkpoints_name_the_file_and_load_nothing(tmp_path):
 def test_config_fills_and_guards_the_source(tmp_path):
     from strg.config import load_config
     from strg.engine.backbone_source import apply_backbone_source
-    from strg.engine.trainer import _check_backbone_settings
+    from strg.engine.stage_checks import check_backbone_settings
 
     path = tmp_path / "mm.pth"
     write_mmaction2(path, reference_params(nonlocal_=False))
@@ -638,27 +638,26 @@ def test_config_fills_and_guards_the_source(tmp_path):
             "backbone_checkpoint": str(path),
         },
         "data": {"kind": "charades", "root": str(tmp_path)},
-        "train": {"init_2d": None},
     }
     cfg = load_config(base)
-    assert cfg["data"]["mean"] is None and cfg["model"]["backbone_source"] is None
-    notes = apply_backbone_source(cfg, "x.yaml")
-    assert cfg["model"]["backbone_source"] == "mmaction2" and cfg["model"]["pool2_kernel"] == 2
-    assert cfg["data"]["mean"] == (0.485, 0.456, 0.406) and cfg["data"]["std"] == (0.229, 0.224, 0.225)
+    assert cfg.data.options.mean is None and cfg.model.backbone_source is None
+    notes = apply_backbone_source(cfg)
+    assert cfg.model.backbone_source == "mmaction2" and cfg.model.pool2_kernel == 2
+    assert cfg.data.options.mean == (0.485, 0.456, 0.406) and cfg.data.options.std == (0.229, 0.224, 0.225)
     assert any("model.backbone_source: mmaction2" in n for n in notes)
     explicit = load_config(base, ["data.mean=[0.45,0.45,0.45]", "data.std=[0.225,0.225,0.225]"])
     assert any(
-        "data.mean is [0.45, 0.45, 0.45]; source 'mmaction2'" in n for n in apply_backbone_source(explicit, "x.yaml")
+        "data.mean is [0.45, 0.45, 0.45]; source 'mmaction2'" in n for n in apply_backbone_source(explicit)
     )
     with pytest.raises(CheckpointError, match="mm.pth: backbone_source 'video_nonlocal_net' contradicts the file"):
-        apply_backbone_source(load_config(base, ["model.backbone_source=video_nonlocal_net"]), "x.yaml")
+        apply_backbone_source(load_config(base, ["model.backbone_source=video_nonlocal_net"]))
     with pytest.raises(ConfigError, match="model.backbone_source: must be one of"):
         load_config(base, ["model.backbone_source=caffe3"])
     # a later stage built without the Kinetics file gets source 'strg': refused against the run's
     later = load_config({**base, "model": {k: v for k, v in base["model"].items() if k != "backbone_checkpoint"}})
-    apply_backbone_source(later, "graph.yaml")
+    apply_backbone_source(later)
     with pytest.raises(ConfigError, match="model.backbone_source: 'mmaction2' there, 'strg' here"):
-        _check_backbone_settings(cfg, later, "runs/a/checkpoints/x.pt", "graph.yaml")
+        check_backbone_settings(cfg.to_dict(), later, "runs/a/checkpoints/x.pt")
 
 
 def test_run_records_the_source_and_later_stages_keep_it(tmp_path, one_thread):
@@ -696,7 +695,7 @@ def test_run_records_the_source_and_later_stages_keep_it(tmp_path, one_thread):
             "eval": {"split": None},
         }
 
-    first = tiny("i3d_r50", init_2d=None)
+    first = tiny("i3d_r50")
     first["model"]["backbone_checkpoint"] = str(path)
     train(first, run_dir=tmp_path / "backbone")
     saved = yaml.safe_load((tmp_path / "backbone" / "config.yaml").read_text())

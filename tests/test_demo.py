@@ -68,8 +68,8 @@ def test_run_config_is_a_valid_engine_config(tmp_path):
                          stage="backbone" if head == "i3d" else "graph", init=None if head == "i3d" else "x",
                          iterations=10)
         resolved = load_config(cfg, [])
-        assert resolved["model"]["name"] == f"{head}_r50" and resolved["data"]["kind"] == "something_v2"
-        assert resolved["train"]["stage"] == cfg["train"]["stage"]
+        assert resolved.model.name == f"{head}_r50" and resolved.data.kind == "something_v2"
+        assert resolved.train.stage == cfg["train"]["stage"]
 
 
 def test_unknown_preset_key_is_refused(tmp_path):

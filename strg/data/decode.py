@@ -1,4 +1,4 @@
-"""Frame sources: video files (PyAV, or TorchCodec when it works here) and JPEG frame folders.
+"""Frame sources: video files (PyAV, TorchCodec on the CPU or the GPU) and JPEG frame folders.
 
 One small interface for all of them::
 
@@ -24,8 +24,14 @@ out of memory is not the file's fault).
 Decoding notes (docs/formats.md):
 
 * torchvision's video readers are gone from current releases; PyAV wheels carry FFmpeg with
-  H.264 and VP9, so it is the default. TorchCodec needs FFmpeg libraries from the system; it is
-  used only when ``torchcodec.decoders`` imports *and* loads its FFmpeg core.
+  H.264 and VP9, so it is the default (``backend="auto"``). TorchCodec needs FFmpeg's shared
+  libraries from the system (Debian: ``libavcodec59``, ``libavformat59``, ``libavdevice59``,
+  ``libavfilter8``, ``libswscale6``; FFmpeg 4 to 8 work); it is used when asked for
+  (``"torchcodec"``, ``"torchcodec-cuda"``, ``"auto-cuda"``, see :func:`resolve_backend`).
+  Both give the same RGB frames, bit for bit, whatever their FFmpeg versions (PyAV's 8, Debian's
+  5.1; tests/test_data_decode.py): the decoders are bit-exact (H.264, VP9), and PyAV converts to
+  RGB with swscale's bicubic mode as TorchCodec and the ffmpeg command line do (it differs from
+  bilinear only for odd frame heights, docs/data.md).
 * Exact indices with PyAV: on opening, the container is demuxed once (packets only, no decoding)
   to list every frame's timestamp and keyframe flag, the equivalent of TorchCodec's
   ``seek_mode="exact"``. This also counts frames in containers that do not store a count (WebM).
@@ -48,6 +54,7 @@ from functools import lru_cache, wraps
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 from strg.errors import DataError
 
@@ -58,14 +65,18 @@ DEFAULT_FOLDER_FPS = 24.0
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 __all__ = [
+    "DECODE_BACKENDS",
     "DEFAULT_FOLDER_FPS",
     "FrameFolderSource",
     "FrameSource",
     "PyAVSource",
     "TorchCodecSource",
     "decoder_errors",
+    "decodes_on_gpu",
     "open_video",
+    "resolve_backend",
     "torchcodec_available",
+    "torchcodec_cuda_problem",
 ]
 
 
@@ -224,7 +235,10 @@ class PyAVSource(FrameSource):
         # small frames (docs/data.md, "Decoding"; the same pixels either way). One scaling
         # thread, like the decoder: parallelism comes from DataLoader workers.
         self._reformatter = VideoReformatter()
-        self._rgb = {"format": "rgb24", "threads": 1}
+        # Bicubic, as the ffmpeg command line and TorchCodec: it matters only where swscale cannot
+        # take its direct YUV -> RGB path (odd frame heights), and there it gives the frames those
+        # give (equal to TorchCodec's, tests/test_data_decode.py; bilinear differed by up to 7 levels)
+        self._rgb = {"format": "rgb24", "interpolation": "BICUBIC", "threads": 1}
         if not os.path.isfile(self.path):
             raise DataError(f"{self.path}: video file not found")
         try:
@@ -376,28 +390,83 @@ def torchcodec_available() -> bool:
     return True
 
 
-class TorchCodecSource(FrameSource):
-    """A video file decoded with TorchCodec (``seek_mode="exact"``), the same interface as PyAV."""
+def torchcodec_cuda_problem() -> str | None:
+    """Why TorchCodec cannot decode on the GPU here, or None when it can be tried.
 
-    def __init__(self, path: str, *, threads: int = 1) -> None:
+    Checks what can be checked without opening a video: TorchCodec loads, torch sees a CUDA
+    device, and this TorchCodec build links CUDA (the CPU-only wheels of
+    download.pytorch.org/whl/cpu do not; the PyPI wheels do). Whether NVDEC takes a given codec is
+    only known when a video is opened (:class:`TorchCodecSource` raises DataError then).
+    """
+    if not torchcodec_available():
+        return ("TorchCodec is not installed or cannot load FFmpeg "
+                "(pip install 'strg[torchcodec]' and the system FFmpeg libraries)")
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    if not _torchcodec_has_cuda():
+        return "this TorchCodec build has no CUDA support (install the CUDA wheel matching torch's CUDA version)"
+    return None
+
+
+@lru_cache(maxsize=1)
+def _torchcodec_has_cuda() -> bool:
+    import glob
+
+    import torchcodec
+
+    # the CUDA builds of the core library link libnvrtc / libcudart; the CPU-only builds do not
+    libs = glob.glob(os.path.join(os.path.dirname(torchcodec.__file__), "libtorchcodec_core*.so"))
+    for lib in libs:
+        with open(lib, "rb") as f:
+            data = f.read()
+        if b"libcudart.so" in data or b"libnvrtc.so" in data:
+            return True
+    return False
+
+
+class TorchCodecSource(FrameSource):
+    """A video file decoded with TorchCodec (``seek_mode="exact"``), the same interface as PyAV.
+
+    Args:
+        path: the video file.
+        threads: FFmpeg decoding threads on the CPU (default 1).
+        device: ``"cpu"`` or a CUDA device (``"cuda"``, ``"cuda:1"``): TorchCodec's NVDEC decoder,
+            frames come out on that device (uint8 Tensor[N, H, W, 3] there). When NVDEC cannot take
+            the codec, TorchCodec decodes on the CPU and copies the frames over
+            (``self.cpu_fallback`` tells after the first decode).
+
+    The same checks as :class:`PyAVSource`: zero frames, and a file whose frames end well before
+    the duration its header declares (a cut-off WebM) raise DataError. Frame ``i`` is the ``i``-th
+    frame in presentation order (the exact-mode scan). The frame rate is the header's, as PyAV's
+    ``average_rate`` (TorchCodec's ``average_fps`` counts the scanned frames over their span,
+    30.0075 instead of 30 for a 40-frame WebM), and the content's when the header has none.
+    """
+
+    def __init__(self, path: str, *, threads: int = 1, device: str | torch.device = "cpu") -> None:
         if not torchcodec_available():
             raise DataError(f"{path}: TorchCodec is not usable here (not installed or no system FFmpeg)")
-        from torchcodec.decoders import VideoDecoder
+        import torchcodec.decoders as tc
 
         self.path = str(path)
+        self.device = torch.device(device)
         if not os.path.isfile(self.path):
             raise DataError(f"{self.path}: video file not found")
+        if hasattr(tc, "get_container_metadata"):  # TorchCodec >= 0.17: say "zero frames" for an empty stream
+            header = tc.get_container_metadata(self.path)  # (an unreadable file: DataError from decoder_errors)
+            best = header.best_video_stream_index
+            if best is None or header.streams[best].num_frames_from_header == 0:
+                raise DataError(f"{self.path}: video has zero frames (no video stream)")
+        VideoDecoder = tc.VideoDecoder
         try:
-            self._decoder = VideoDecoder(
-                self.path, seek_mode="exact", num_ffmpeg_threads=max(1, int(threads)), dimension_order="NHWC"
-            )
-        except Exception as e:  # TorchCodec raises RuntimeError/ValueError for unreadable files
+            self._decoder = VideoDecoder(self.path, seek_mode="exact", num_ffmpeg_threads=max(1, int(threads)),
+                                         dimension_order="NHWC", device=str(self.device))
+        except Exception as e:
             raise DataError(f"{self.path}: cannot open video ({e})") from e
         meta = self._decoder.metadata
         self.num_frames = int(meta.num_frames or 0)
         if self.num_frames == 0:
             raise DataError(f"{self.path}: video has zero frames")
-        self.fps = float(meta.average_fps)
+        self.fps = float(meta.average_fps_from_header or meta.average_fps)
         self.height, self.width = int(meta.height), int(meta.width)
         self._check_header(meta)
 
@@ -414,11 +483,20 @@ class TorchCodecSource(FrameSource):
         if end is not None:
             check_complete(self.path, declared, float(end) - float(begin), self.fps)
 
+    @property
+    def cpu_fallback(self) -> bool:
+        """True when a CUDA decoder fell back to CPU decoding (known after the first decode)."""
+        return self._decoder is not None and self.device.type == "cuda" and bool(self._decoder.cpu_fallback)
+
     def _decode_sorted(self, indices: np.ndarray) -> torch.Tensor:
         try:
             return self._decoder.get_frames_at([int(i) for i in indices]).data
         except Exception as e:
             raise DataError(f"{self.path}: decoding failed ({e})") from e
+
+    def get_frames(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        frames = super().get_frames(indices)
+        return frames.to(self.device) if frames.device != self.device else frames  # the empty case
 
     def close(self) -> None:
         self._decoder = None
@@ -513,21 +591,77 @@ class FrameFolderSource(FrameSource):
 # ----------------------------------------------------------------------------------------------
 
 
+#: the ``backend`` values of :func:`open_video` (and the datasets' ``decode_backend`` option)
+DECODE_BACKENDS = ("auto", "pyav", "torchcodec", "torchcodec-cuda", "auto-cuda")
+
+
+def resolve_backend(backend: str, *, device: str | torch.device | None = None) -> tuple[str, torch.device]:
+    """The decoder and the device that ``backend`` stands for here.
+
+    * ``"auto"``, ``"pyav"``: PyAV on the CPU. ``"auto"`` is PyAV even when TorchCodec loads:
+      PyAV's FFmpeg comes with its wheel (the same everywhere, no system libraries), the frames
+      are the same, and TorchCodec was no faster on the CPU (docs/data.md, "Benchmarks").
+    * ``"torchcodec"``: TorchCodec on the CPU.
+    * ``"torchcodec-cuda"``: TorchCodec's NVDEC decoder on ``device`` (default the current CUDA
+      device); :class:`ConfigError` saying what is missing when CUDA or a CUDA build of
+      TorchCodec is not there.
+    * ``"auto-cuda"``: ``"torchcodec-cuda"`` when it can be used here, else ``"auto"`` (the CPU).
+
+    Returns:
+        (``"pyav"`` or ``"torchcodec"``, the device the frames come out on).
+    """
+    from strg.errors import ConfigError
+
+    if backend not in DECODE_BACKENDS:
+        raise ConfigError(f"decode_backend must be one of {', '.join(DECODE_BACKENDS)}; got {backend!r}")
+    cpu = torch.device("cpu")
+    if backend in ("auto", "pyav"):
+        return "pyav", cpu
+    if backend == "torchcodec":
+        return "torchcodec", cpu
+    problem = torchcodec_cuda_problem()
+    if problem is not None:
+        if backend == "auto-cuda":
+            return "pyav", cpu
+        raise ConfigError(f"decode_backend={backend}: cannot decode on the GPU: {problem}")
+    dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+    if dev.type != "cuda":
+        raise ConfigError(f"decode_backend={backend} decodes on a CUDA device, not {dev}")
+    if get_worker_info() is not None:
+        # a forked DataLoader worker cannot use CUDA; decoding on the GPU belongs to the process
+        # that trains (NVDEC runs beside the SMs, so it does not take their time)
+        raise ConfigError(
+            f"decode_backend={backend} decodes on the GPU, which DataLoader worker processes cannot use: "
+            "set train.num_workers=0 and eval.num_workers=0"
+        )
+    return "torchcodec", dev
+
+
+def decodes_on_gpu(backend: str) -> bool:
+    """True when ``backend`` would give frames on a CUDA device here (the loader must not pin them)."""
+    return backend in ("torchcodec-cuda", "auto-cuda") and torchcodec_cuda_problem() is None
+
+
 def open_video(
-    path: str | os.PathLike, *, backend: str = "auto", fps: float | None = None, threads: int = 1
+    path: str | os.PathLike, *, backend: str = "auto", fps: float | None = None, threads: int = 1,
+    device: str | torch.device | None = None,
 ) -> FrameSource:
     """Open a video file or a frame folder.
 
     Args:
         path: a video file (mp4, webm, ...) or a folder of numbered frames.
-        backend: for files, ``"auto"`` (TorchCodec when usable, else PyAV), ``"pyav"`` or
-            ``"torchcodec"``. Ignored for folders.
+        backend: for files, one of :data:`DECODE_BACKENDS` (:func:`resolve_backend`): ``"auto"``
+            (PyAV), ``"pyav"``, ``"torchcodec"``, ``"torchcodec-cuda"`` (frames on the GPU) or
+            ``"auto-cuda"`` (on the GPU when possible, else on the CPU). Frame folders are read
+            on the CPU whatever the backend.
         fps: frame rate of a frame folder (default 24, the Charades RGB frames); ignored for files,
             whose own rate is read from the container.
-        threads: FFmpeg decoding threads for files (default 1, one per DataLoader worker).
+        threads: FFmpeg decoding threads for files on the CPU (default 1, one per DataLoader worker).
+        device: the CUDA device of the GPU backends (default the current one).
 
     Returns:
-        a :class:`FrameSource`. Raises :class:`DataError` naming the path when it cannot be used.
+        a :class:`FrameSource`. Raises :class:`DataError` naming the path when it cannot be used,
+        :class:`ConfigError` for a backend that cannot work here.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -536,10 +670,7 @@ def open_video(
         raise DataError(f"{path}: video file or frame folder not found")
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
-    if backend == "auto":
-        backend = "torchcodec" if torchcodec_available() else "pyav"
-    if backend == "pyav":
+    decoder, dev = resolve_backend(backend, device=device)
+    if decoder == "pyav":
         return PyAVSource(path, threads=threads)
-    if backend == "torchcodec":
-        return TorchCodecSource(path, threads=threads)
-    raise ValueError(f"unknown decoding backend {backend!r} (expected 'auto', 'pyav' or 'torchcodec')")
+    return TorchCodecSource(path, threads=threads, device=dev)

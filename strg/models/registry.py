@@ -1,12 +1,5 @@
-"""Every row of the paper's Tables 2-4 as a named variant.
-
-Names: ``[nl_]<head>_<depth>``
-
-* ``<head>``: ``i3d`` (the baseline), ``proposal_avgpool`` (Table 2a "Proposal+AvgPool"),
-  ``st_gcn`` (spatial-temporal graph only), ``sim_gcn`` (similarity graph only), ``joint_gcn``
-  (both, two branches summed);
-* ``nl_``: the backbone carries non-local blocks (Table 2b, 3, 4 "NL");
-* ``<depth>``: ``r50`` or ``r101``.
+"""Every row of the paper's Tables 2-4 as a named variant (names: :mod:`strg.variants`,
+``[nl_]<head>_<depth>``).
 
 For example ``joint_gcn_r50`` (Table 2a, 36.2 mAP on Charades) or ``nl_joint_gcn_r101``
 (Table 3, 39.7).
@@ -15,12 +8,10 @@ For example ``joint_gcn_r50`` (Table 2a, 36.2 mAP on Charades) or ``nl_joint_gcn
 from __future__ import annotations
 
 import logging
-import re
 from typing import Sequence
 
 from strg.models.backbone import i3d_resnet
 from strg.models.gcn import RegionGraphHead
-from strg.models.sources import SourceName
 from strg.models.strg import STRG
 from strg.models.weights import (
     inflate_resnet2d,
@@ -30,32 +21,11 @@ from strg.models.weights import (
     resolve_backbone_source,
     resolve_source,
 )
+from strg.variants import HEADS, SourceName, list_models, parse_name
+
+__all__ = ["build_model", "list_models", "parse_name"]
 
 logger = logging.getLogger(__name__)
-
-# head -> graph branches (None: no region head at all)
-HEADS: dict[str, tuple[str, ...] | None] = {
-    "i3d": None,
-    "proposal_avgpool": (),
-    "st_gcn": ("st",),
-    "sim_gcn": ("sim",),
-    "joint_gcn": ("sim", "st"),
-}
-DEPTHS = {"r50": 50, "r101": 101}
-_NAME = re.compile(r"^(nl_)?(" + "|".join(HEADS) + r")_(" + "|".join(DEPTHS) + r")$")
-
-
-def list_models() -> list[str]:
-    """All variant names, baseline first."""
-    return [f"{nl}{head}_{depth}" for depth in DEPTHS for nl in ("", "nl_") for head in HEADS]
-
-
-def parse_name(name: str) -> tuple[bool, str, int]:
-    """``"nl_joint_gcn_r50"`` -> (nonlocal, head, depth) = (True, "joint_gcn", 50)."""
-    m = _NAME.match(name)
-    if m is None:
-        raise ValueError(f"unknown model variant {name!r}; choose one of: {', '.join(list_models())}")
-    return m.group(1) is not None, m.group(2), DEPTHS[m.group(3)]
 
 
 def _backbone(depth: int, *, inflate_from, backbone_checkpoint, backbone_source, pool2_kernel, **kwargs):

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from strg.models.nonlocal_block import NonLocalVariant
+from strg.variants import SourceName
 
 # The normalisation of strg's data pipeline is (x / 255 - mean) / std on RGB values; the sources
 # write theirs on their own scale and channel order. ImageNet's (torchvision) on 0-1:
@@ -181,17 +182,7 @@ FORMAT_SOURCES: dict[str, tuple[str, ...]] = {
 }
 
 
-# The names, as a type: ``model.backbone_source`` in a config is checked against it.
-SourceName = Literal[
-    "strg",
-    "pyslowfast",
-    "pyslowfast_dot_product",
-    "mmaction2",
-    "mmaction2_dot_product",
-    "mmaction2_gaussian",
-    "video_nonlocal_net",
-    "video_nonlocal_net_bgr",
-]
+# The names, as a type (in strg.variants, which the config reads without importing the models)
 assert set(SourceName.__args__) == set(SOURCES)
 
 
