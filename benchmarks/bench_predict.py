@@ -66,7 +66,8 @@ def build(root: Path, args) -> tuple[Path, Path]:
     })
     net = build_model(args.variant, num_classes=len(classes), width=args.width,
                       **({"stage_blocks": (1, 1, 1, 1)} if args.quick else {}))
-    save_checkpoint(checkpoint_path(root / "run", 1), {"iteration": 1, "model": net.state_dict(), "config": cfg,
+    save_checkpoint(checkpoint_path(root / "run", 1), {"iteration": 1, "model": net.state_dict(),
+                                                       "config": cfg.to_dict(),
                                                        "classes": classes, "multi_label": False})
     return root / "run", store
 

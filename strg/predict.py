@@ -29,6 +29,7 @@ run on exactly the frames the clips use. The I3D baseline needs none.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -74,8 +75,8 @@ class Predictor:
         return self.max_boxes > 0
 
 
-def _find_run(path: Path, overrides: list[str]) -> tuple[Path, dict, dict, str]:
-    """(checkpoint path, checkpoint, resolved config, where the config came from)."""
+def _find_run(path: Path, overrides: list[str]) -> tuple[Path, dict, object, str]:
+    """(checkpoint path, checkpoint, the run's :class:`strg.config.RunConfig`, where it came from)."""
     from strg.config import load_config
     from strg.engine.backbone_source import apply_backbone_source
     from strg.engine import checkpoint as ckpt_lib
@@ -101,11 +102,11 @@ def _find_run(path: Path, overrides: list[str]) -> tuple[Path, dict, dict, str]:
             "clip sampling and normalisation are unknown (give a run folder made by `strg train`)"
         )
     cfg = load_config(config, overrides)
-    apply_backbone_source(cfg, source)  # as training does: null pool2 kernel, mean, std from the backbone's source
+    apply_backbone_source(cfg)  # as training does: null pool2 kernel, mean, std from the backbone's source
     return ckpt_path, ckpt, cfg, source
 
 
-def _classes(ckpt: dict, cfg: dict, ckpt_path: Path, classes_file: str | None) -> list[str]:
+def _classes(ckpt: dict, cfg, ckpt_path: Path, classes_file: str | None) -> list[str]:
     """Class names: ``--classes`` file, else the checkpoint's, else the config's dataset's."""
     if classes_file:
         try:
@@ -117,13 +118,10 @@ def _classes(ckpt: dict, cfg: dict, ckpt_path: Path, classes_file: str | None) -
         return names
     if ckpt.get("classes"):
         return [str(c) for c in ckpt["classes"]]
-    from strg.config import DATA_KEYS
-    from strg.engine.datasets import build_dataset
+    from strg.engine.build import dataset_from_config
 
-    data = cfg["data"]
-    options = {k: v for k, v in data.items() if k not in DATA_KEYS}
     try:  # an older checkpoint: the names are in the dataset's annotation files
-        return list(build_dataset(data["kind"], split=data["train_split"], training=True, options=options).classes)
+        return list(dataset_from_config(cfg.data, cfg.data.train_split, training=True).classes)
     except StrgError as e:
         raise ConfigError(
             f"{ckpt_path}: the checkpoint does not list its class names and the dataset of its config cannot be "
@@ -131,23 +129,17 @@ def _classes(ckpt: dict, cfg: dict, ckpt_path: Path, classes_file: str | None) -
         ) from None
 
 
-def _clip_dataset(cfg: dict, classes: list[str], multi_label: bool, proposals: str | None, source: str):
-    """A :class:`ClipDataset` with no videos, set up as the evaluation's (test mode)."""
-    from strg.data.datasets import ClipDataset
-    from strg.data.transforms import ClipTransform
+def _clip_dataset(cfg, classes: list[str], multi_label: bool, proposals: str | None, source: str):
+    """A :class:`ClipDataset` with no videos, made by the datasets' own constructor in test mode:
+    the evaluation's clip sampling, transform and proposals lookup."""
+    from strg.data.datasets import _clip_dataset as make
 
-    d = cfg["data"]
-    if d["kind"] == "random":
+    if cfg.data.kind == "random":
         raise ConfigError(f"{source}: data.kind 'random' is made of generated clips, not videos: there is no clip "
                           "sampling or normalisation to apply to a video file")
-    transform = ClipTransform(training=False, train_short_side=d["train_short_side"], crop_size=d["crop_size"],
-                              test_short_side=d["test_short_side"], test_views=d["test_views"], mean=d["mean"],
-                              std=d["std"])
-    return ClipDataset([], classes, multi_label=multi_label, training=False, transform=transform,
-                       num_frames=d["num_frames"], stride=d["stride"], stride_unit=d["stride_unit"],
-                       test_clips=d["test_clips"], proposals=proposals, max_boxes=d["max_boxes"],
-                       proposal_tolerance=d.get("proposal_tolerance"), decode_backend=d.get("decode_backend", "auto"),
-                       decode_threads=d.get("decode_threads", 1), frames_fps=d.get("frames_fps", 24.0))
+    options = dataclasses.replace(cfg.data.options, proposals=proposals, on_error="raise")
+    return make(cfg.data.kind, [], classes, options, multi_label=multi_label, training=False, needs_flip_map=False,
+                frames_fps=getattr(options, "frames_fps", 24.0))
 
 
 def load_predictor(
@@ -176,17 +168,14 @@ def load_predictor(
         amp: bf16 autocast on a GPU (ignored on the CPU).
     """
     from strg.engine import checkpoint as ckpt_lib
-    from strg.models import build_model
+    from strg.engine.build import model_from_config
 
     ckpt_path, ckpt, cfg, source = _find_run(Path(run), list(overrides))
-    data = cfg["data"]
-    multi_label = bool(ckpt.get("multi_label", data["kind"] == "charades" or data.get("multi_label", False)))
+    options = cfg.data.options
+    multi_label = bool(ckpt.get("multi_label", cfg.data.kind == "charades" or getattr(options, "multi_label", False)))
     classes = _classes(ckpt, cfg, ckpt_path, classes_file)
-    model_cfg = dict(cfg["model"])
-    name = model_cfg.pop("name")
-    model_cfg.pop("num_classes", None)
-    model_cfg.update(inflate_from=None, backbone_checkpoint=None)  # the weights come from the checkpoint
-    model = build_model(name, num_classes=len(classes), **model_cfg)
+    model = model_from_config(cfg, len(classes), starting_weights=False)  # the weights come from the checkpoint
+    name = cfg.model.name
     ckpt_lib.load_model_state(model, ckpt, ckpt_path)
     if model.uses_boxes and no_boxes:
         raise ConfigError(f"{ckpt_path}: model {name!r} was trained with region proposals and cannot run without "
@@ -197,7 +186,7 @@ def load_predictor(
         if make_proposer is None:
             raise ConfigError(f"{ckpt_path}: model {name!r} needs region proposals: give --proposals STORE (made by "
                               "`strg proposals extract`) or the detector's weights (--detector-weights PATH)")
-        proposer = make_proposer(int(data["max_boxes"]))
+        proposer = make_proposer(int(options.max_boxes))
     try:
         dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as e:
@@ -208,10 +197,9 @@ def load_predictor(
     if isinstance(proposer, torch.nn.Module):
         proposer = proposer.to(dev)
     return Predictor(
-        model=model, classes=classes, multi_label=multi_label, combine=cfg["eval"]["combine"],
-        scores=cfg["eval"]["scores"],
+        model=model, classes=classes, multi_label=multi_label, combine=cfg.eval.combine, scores=cfg.eval.scores,
         clips=_clip_dataset(cfg, classes, multi_label, proposals if uses else None, source),
-        max_boxes=int(data["max_boxes"]) if uses else 0, checkpoint=ckpt_path, config_source=source, device=dev,
+        max_boxes=int(options.max_boxes) if uses else 0, checkpoint=ckpt_path, config_source=source, device=dev,
         amp="bf16" if amp and dev.type == "cuda" else "none", proposer=proposer,
     )
 

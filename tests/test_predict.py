@@ -188,7 +188,8 @@ def colour_run(tmp_path_factory):
     sol = torch.linalg.lstsq(x, y).solution  # (F + 1, 3)
     model.classifier.weight.data = sol[:-1].T.float()
     model.classifier.bias.data = sol[-1].float()
-    save_checkpoint(checkpoint_path(base / "run", 1), {"iteration": 1, "model": model.state_dict(), "config": cfg,
+    save_checkpoint(checkpoint_path(base / "run", 1), {"iteration": 1, "model": model.state_dict(),
+                                                       "config": cfg.to_dict(),
                                                        "classes": classes, "multi_label": False})
     return base
 
