@@ -168,14 +168,14 @@ def load_predictor(
         amp: bf16 autocast on a GPU (ignored on the CPU).
     """
     from strg.engine import checkpoint as ckpt_lib
-    from strg.engine.build import model_from_config
+    from strg.models import build_model
 
     ckpt_path, ckpt, cfg, source = _find_run(Path(run), list(overrides))
     options = cfg.data.options
     multi_label = bool(ckpt.get("multi_label", cfg.data.kind == "charades" or getattr(options, "multi_label", False)))
     classes = _classes(ckpt, cfg, ckpt_path, classes_file)
-    model = model_from_config(cfg, len(classes), starting_weights=False)  # the weights come from the checkpoint
-    name = cfg.model.name
+    name = cfg.model.name  # the weights come from the checkpoint, the boxes from --proposals or the detector
+    model = build_model(name, num_classes=len(classes), **cfg.model.build_kwargs(starting_weights=False))
     ckpt_lib.load_model_state(model, ckpt, ckpt_path)
     if model.uses_boxes and no_boxes:
         raise ConfigError(f"{ckpt_path}: model {name!r} was trained with region proposals and cannot run without "
