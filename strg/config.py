@@ -38,6 +38,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from strg.config_checks import check_settings
 from strg.errors import ConfigError
 
 SECTIONS = ("model", "data", "train", "eval")
@@ -329,6 +330,7 @@ def validate_config(data: dict, source: str = "<config>") -> dict:
     out["train"] = _check_section("train", sections["train"], _dataclass_schema(TrainConfig), source, "see strg.config.TrainConfig")
     out["eval"] = _check_section("eval", sections["eval"], _dataclass_schema(EvalConfig), source, "see strg.config.EvalConfig")
     _check_values(out, source)
+    check_settings(out, source)  # value ranges of model / train / eval keys (strg/config_checks.py)
     return out
 
 

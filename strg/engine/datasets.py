@@ -41,6 +41,7 @@ class RandomClips(Dataset):
         multi_label: bool,
         num_clips: int,
         seed: int,
+        palette_seed: int | None = None,
     ):
         self.videos = [VideoRecord(f"video{v:05d}") for v in range(num_videos)]
         self.classes = [f"class {c}" for c in range(num_classes)]
@@ -48,7 +49,8 @@ class RandomClips(Dataset):
         self.frames, self.size, self.k = frames, size, boxes_per_frame
         self.max_boxes = boxes_per_frame
         self.num_clips, self.seed = num_clips, seed
-        g = torch.Generator().manual_seed(seed)
+        # the class colours: one palette for all splits of a seed, so that what is learnt on train holds on val
+        g = torch.Generator().manual_seed(seed if palette_seed is None else palette_seed)
         self.palette = torch.randn(num_classes, 3, generator=g)  # (C, 3) class colours
 
     def __len__(self) -> int:
@@ -99,8 +101,15 @@ def build_random_dataset(
     test_clips: int = 2,
     seed: int = 0,
 ) -> RandomClips:
-    """The ``random`` dataset kind (see the module docstring). ``split`` changes the seed, so
-    train and val differ; ``test_clips`` clips per video when ``training`` is False."""
+    """The ``random`` dataset kind (see the module docstring). ``split`` changes the seed of the
+    clips and labels, so train and val differ, not the class colours; ``test_clips`` clips per
+    video when ``training`` is False."""
+    low = {"num_videos": 1, "num_classes": 1, "frames": 1, "size": 1, "boxes_per_frame": 0, "test_clips": 1}
+    given = dict(num_videos=num_videos, num_classes=num_classes, frames=frames, size=size,
+                 boxes_per_frame=boxes_per_frame, test_clips=test_clips)
+    for key, value in given.items():
+        if value < low[key]:
+            raise ConfigError(f"data.{key} must be >= {low[key]} for the random kind, got {value}")
     split_seed = {"train": 0, "val": 1, "test": 2}.get(split, 3)
     return RandomClips(
         num_videos=num_videos,
@@ -111,6 +120,7 @@ def build_random_dataset(
         multi_label=multi_label,
         num_clips=1 if training else test_clips,
         seed=seed * 10 + split_seed,
+        palette_seed=seed,
     )
 
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from strg.engine.distributed import DistInfo, ShardSampler, all_gather_objects
 from strg.metrics import charades_map, topk_accuracy, write_submission
+from strg.errors import DataError
 
 
 def autocast_context(device: torch.device, amp: str):
@@ -139,7 +140,7 @@ def evaluate_model(
         all_targets.update(p[2])
     skipped = sum(p[3] for p in parts)
     if all_scores is None:
-        raise RuntimeError("evaluation produced no scores: every item was skipped or the split is empty")
+        raise DataError("evaluation produced no scores: every item was skipped or the split is empty")
 
     # Videos whose every clip failed (on_error="skip") are scored like ids missing from a
     # submission in the official Charades script: -inf for every class (REFERENCE.md section 3),

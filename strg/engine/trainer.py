@@ -35,6 +35,8 @@ from strg.engine import checkpoint as ckpt_lib
 from strg.engine import distributed as dist_lib
 from strg.engine.datasets import build_dataset
 from strg.engine.evaluator import autocast_context, evaluate_model, forward, resolve_amp, to_device
+from strg.engine.resume import find_resume_point
+from strg.engine.setup_checks import frozen_bn_from_scratch
 from strg.errors import ConfigError, StrgError
 
 
@@ -174,6 +176,7 @@ def train(
     run_dir: str | os.PathLike | None = None,
     *,
     resume: bool = False,
+    allow_config_change: bool = False,
     train_set=None,
     val_set=None,
 ) -> dict:
@@ -182,7 +185,9 @@ def train(
     Args:
         run_dir: the run folder (default ``runs/<config name>``): config.yaml, log.txt,
             metrics.jsonl, tensorboard/, checkpoints/, predictions_<split>.txt.
-        resume: continue from the newest readable checkpoint of ``run_dir``.
+        resume: continue from the newest readable checkpoint of ``run_dir``; refused when it would
+            train nothing or when settings changed (engine/resume.py).
+        allow_config_change: with ``resume``, continue with changed settings (they are logged).
         train_set, val_set: datasets to use instead of those of the config's ``data`` section.
 
     Returns:
@@ -212,9 +217,12 @@ def train(
             f"{run_dir} already holds checkpoints (newest {existing[-1][1].name}); pass --resume "
             "(resume=True) to continue that run, or choose another run folder"
         )
+    # resume: refused (nothing written) when it would train nothing or change settings (engine/resume.py)
+    point = find_resume_point(run_dir, cfg, allow_config_change=allow_config_change, source=source) if resume else None
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        if point is None or point.rewrite_config or not (run_dir / "config.yaml").is_file():
+            save_config(cfg, run_dir / "config.yaml")
         for stale in (run_dir / "checkpoints").glob("*.tmp*"):  # left by a process killed mid-write
             stale.unlink()
     dist_lib.barrier(info)
@@ -234,17 +242,16 @@ def train(
     # ---- stage-wise initialisation (section 6.1) or resume ------------------------------------
     start, state = 0, None
     if resume:
-        found = ckpt_lib.latest_checkpoint(run_dir, warn=log.info)
-        if found is None:
+        if point is None:
             log.info(f"no readable checkpoint in {run_dir / 'checkpoints'}: starting from iteration 0")
         else:
-            path, state = found
+            for note in point.notes:
+                log.info(note)
+            path, state, start = point.path, point.state, point.iteration
             ckpt_lib.load_model_state(model, state, path)
             for name, p in model.named_parameters():
                 p.requires_grad_(name not in set(state.get("frozen", [])))
-            start = int(state["iteration"])
-            changed = _changed_keys(state.get("config") or {}, cfg)
-            log.info(f"resumed from {path} (iteration {start})" + (f"; config changed since: {', '.join(changed)}" if changed else ""))
+            log.info(f"resumed from {path} (iteration {start})" + (f"; settings changed since: {'; '.join(point.changed)}" if point.changed else ""))
     if state is None:
         if t["stage"] in ("graph", "joint") and t["init"] is None:
             raise ConfigError(f"{source}: train.init is required for stage {t['stage']!r}: the checkpoint (or run folder) of the previous stage")
@@ -262,6 +269,8 @@ def train(
             depth = 101 if "r101" in cfg["model"]["name"] else 50
             report = inflate_resnet2d(model.backbone, load_resnet2d_state_dict(t["init_2d"], depth=depth), source=str(t["init_2d"]))
             log.info(f"backbone from {t['init_2d']}: {report.summary()}")
+    if state is None and (warning := frozen_bn_from_scratch(cfg)):
+        log.info(warning)
     frozen_names = [n for n, p in model.named_parameters() if not p.requires_grad]
 
     model.to(device)
@@ -462,7 +471,8 @@ def train(
     if ev["split"] is not None and val_set is not None:
         metrics = run_eval(done)
     log.close()
-    return {"iteration": done, "train_loss": last_loss, **metrics, "checkpoint": str(last_ckpt) if last_ckpt else None, "run_dir": str(run_dir)}
+    # no iteration trained in this call (cannot happen through resume, which refuses): no loss to report
+    return {"iteration": done, "train_loss": last_loss if done > start else None, **metrics, "checkpoint": str(last_ckpt) if last_ckpt else None, "run_dir": str(run_dir)}
 
 
 def evaluate(
