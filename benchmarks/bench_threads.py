@@ -36,19 +36,24 @@ while True:
 """
 
 
-def time_train(extra: list[str], iterations: int, workdir: Path, name: str) -> float:
+def time_train(extra: list[str], iterations: int, workdir: Path, name: str, timeout: float) -> tuple[float, bool]:
+    """Wall-clock seconds of one ``strg train`` and whether it finished within ``timeout``."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "strg.cli", "train", str(ROOT / "configs" / "tiny_cpu.yaml"),
            "--run-dir", str(workdir / name), f"train.iterations={iterations}", "train.progress=false", *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"    {name}: not finished after {timeout:.0f} s (stopped)", flush=True)
+        return timeout, False
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
     chosen = [line for line in proc.stderr.splitlines() if "threads:" in line]
     print(f"    {name}: {seconds:.1f} s  {chosen[0].split('threads: ', 1)[1] if chosen else ''}", flush=True)
-    return seconds
+    return seconds, True
 
 
 def main() -> None:
@@ -57,6 +62,7 @@ def main() -> None:
     parser.add_argument("--competitor-threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=20, help="train.iterations of the timed run (tiny_cpu: 20)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds between starting the load and timing")
+    parser.add_argument("--timeout", type=float, default=300.0, help="stop a timed run after this many seconds")
     args = parser.parse_args()
 
     import torch
@@ -76,8 +82,9 @@ def main() -> None:
             label = f"{args.competitors} x {args.competitor_threads}-thread load" if loaded else "no added load"
             print(f"{label} (load average {os.getloadavg()[0]:.1f}):", flush=True)
             try:
-                results[(loaded, "none")] = time_train(["--threads", str(default)], args.iterations, work, f"nopolicy{loaded}")
-                results[(loaded, "policy")] = time_train([], args.iterations, work, f"policy{loaded}")
+                results[(loaded, "none")] = time_train(["--threads", str(default)], args.iterations, work,
+                                                       f"nopolicy{loaded}", args.timeout)
+                results[(loaded, "policy")] = time_train([], args.iterations, work, f"policy{loaded}", args.timeout)
             finally:
                 for p in procs:
                     p.kill()
@@ -85,9 +92,10 @@ def main() -> None:
     print("\n| load | no policy (s) | policy (s) | no policy / policy |")
     print("| --- | ---: | ---: | ---: |")
     for loaded in (True, False):
-        a, b = results[(loaded, "none")], results[(loaded, "policy")]
+        (a, a_done), (b, b_done) = results[(loaded, "none")], results[(loaded, "policy")]
         label = f"{args.competitors} x {args.competitor_threads}-thread jobs" if loaded else "none added"
-        print(f"| {label} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+        ratio = f"{a / b:.2f}" if a_done and b_done else (f"> {a / b:.1f}" if b_done else "?")
+        print(f"| {label} | {'' if a_done else '> '}{a:.1f} | {'' if b_done else '> '}{b:.1f} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -182,10 +182,15 @@ def test_cli_trains_the_tiny_config(tmp_path, capsys):
     assert main(["train", str(tiny_cfg), "train.iterations=2", "train.progress=false", "eval.max_videos=2", "--run-dir", str(run)]) == 0
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert final["iteration"] == 2 and final["num_videos"] == 2 and final["checkpoint"].endswith("ckpt_0000002.pt")
-    assert main(["train", str(tiny_cfg), "train.iterations=3", "train.progress=false", "eval.split=null", "--run-dir", str(run), "--resume"]) == 0
+    longer = ["train", str(tiny_cfg), "train.iterations=3", "train.progress=false", "eval.split=null", "--run-dir", str(run), "--resume"]
+    saved = (run / "config.yaml").read_text()
+    assert main(longer) == 2  # a changed schedule needs --allow-config-change
+    assert "train.iterations: 2 -> 3" in capsys.readouterr().err and (run / "config.yaml").read_text() == saved
+    assert main(longer + ["--allow-config-change"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out.strip().splitlines()[-1])["iteration"] == 3
-    assert "config changed since: train.iterations" in (run / "log.txt").read_text()
+    assert "settings changed since: train.iterations: 2 -> 3" in (run / "log.txt").read_text()
+    assert "iterations: 3" in (run / "config.yaml").read_text()
 
 
 def test_init_2d_and_backbone_checkpoint_together_are_refused(tmp_path):

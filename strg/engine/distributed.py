@@ -110,7 +110,8 @@ class IterationBatchSampler(torch.utils.data.Sampler):
     resumed run continues the same stream (the kill-and-resume test).
     """
 
-    def __init__(self, num_items: int, *, global_batch: int, batch_per_device: int, rank: int, world_size: int, seed: int, start: int, stop: int):
+    def __init__(self, num_items: int, *, global_batch: int, batch_per_device: int, rank: int, world_size: int, seed: int, start: int, stop: int,
+                 with_positions: bool = False):
         if global_batch % (batch_per_device * world_size):
             raise ValueError(
                 f"global batch {global_batch} is not a multiple of batch_per_device {batch_per_device} x {world_size} processes"
@@ -121,6 +122,7 @@ class IterationBatchSampler(torch.utils.data.Sampler):
         self.rank, self.world, self.seed = rank, world_size, seed
         self.accum = global_batch // (batch_per_device * world_size)
         self.start, self.stop = start, stop
+        self.with_positions = with_positions  # yield (index, stream position) pairs (engine/sample_keys.py)
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def _epoch(self, e: int) -> torch.Tensor:
@@ -146,7 +148,9 @@ class IterationBatchSampler(torch.utils.data.Sampler):
         for it in range(self.start, self.stop):
             for a in range(self.accum):
                 chunk = a * self.world + self.rank
-                yield self._positions(it * self.B + chunk * self.b, self.b)
+                first = it * self.B + chunk * self.b
+                indices = self._positions(first, self.b)
+                yield list(zip(indices, range(first, first + self.b))) if self.with_positions else indices
 
 
 class ShardSampler(torch.utils.data.Sampler):

@@ -49,12 +49,14 @@ def forward(model, batch: dict, uses_boxes: bool) -> torch.Tensor:
 
     A batch of cached backbone outputs (``features``, :mod:`strg.engine.feature_cache`) skips the
     backbone."""
+    # training batches carry one key per sample: dropout keyed to the sample (engine/sample_keys.py)
+    keyed = {"dropout_keys": batch["sample_keys"]} if "sample_keys" in batch else {}
     if "features" in batch:
         boxes = (batch["boxes"], batch["box_mask"]) if uses_boxes else ()
-        return model(None, *boxes, backbone_features=batch["features"])
+        return model(None, *boxes, backbone_features=batch["features"], **keyed)
     if uses_boxes:
-        return model(batch["clips"], batch["boxes"], batch["box_mask"])
-    return model(batch["clips"])
+        return model(batch["clips"], batch["boxes"], batch["box_mask"], **keyed)
+    return model(batch["clips"], **keyed)
 
 
 @torch.no_grad()

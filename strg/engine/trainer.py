@@ -36,6 +36,7 @@ from strg.engine import distributed as dist_lib
 from strg.engine.datasets import build_dataset
 from strg.engine.evaluator import autocast_context, evaluate_model, forward, resolve_amp, to_device
 from strg.engine.resume import find_resume_point
+from strg.engine.sample_keys import KeyedCollate, KeyedItems
 from strg.engine.setup_checks import frozen_bn_from_scratch
 from strg.errors import ConfigError, StrgError
 
@@ -358,11 +359,13 @@ def train(
         sees the same data and augmentation as an uninterrupted one."""
         sampler = dist_lib.IterationBatchSampler(
             len(train_data), global_batch=t["batch_size"], batch_per_device=t["batch_per_device"],
-            rank=info.rank, world_size=info.world_size, seed=t["seed"], start=first, stop=stop,
+            rank=info.rank, world_size=info.world_size, seed=t["seed"], start=first, stop=stop, with_positions=True,
         )
         gen = torch.Generator().manual_seed(t["seed"] * 1_000_003 + first * 101 + info.rank)
-        loader = DataLoader(train_data, batch_sampler=sampler, num_workers=train_workers, collate_fn=train_collate,
-                            pin_memory=device.type == "cuda", generator=gen, persistent_workers=False)
+        # augmentation and dropout keyed to the sample's stream position (engine/sample_keys.py)
+        loader = DataLoader(KeyedItems(train_data, t["seed"]), batch_sampler=sampler, num_workers=train_workers,
+                            collate_fn=KeyedCollate(train_collate), pin_memory=device.type == "cuda", generator=gen,
+                            persistent_workers=False)
         return iter(loader)
 
     # Modules with every parameter frozen (the I3D part in stage `graph`) stay in eval mode, so
