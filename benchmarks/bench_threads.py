@@ -44,7 +44,7 @@ def time_train(extra: list[str], iterations: int, workdir: Path, name: str, time
            "--run-dir", str(workdir / name), f"train.iterations={iterations}", "train.progress=false", *extra]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         print(f"    {name}: not finished after {timeout:.0f} s (stopped)", flush=True)
         return timeout, False

@@ -26,10 +26,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from strg.config import load_config
     from strg.engine import train
     from strg.errors import ConfigError
-
-    from strg.config import load_config
 
     if args.allow_config_change and not args.resume:
         raise ConfigError("--allow-config-change goes with --resume (it allows a resumed run to change settings)")

@@ -31,11 +31,10 @@ def _parse_query(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from strg.config import load_config
+    from strg.config import DATA_KEYS, load_config
     from strg.engine import checkpoint as ckpt_lib
-    from strg.engine.trainer import from_config
     from strg.engine.datasets import build_dataset
-    from strg.config import DATA_KEYS
+    from strg.engine.trainer import from_config
     from strg.visualize import draw, explain
 
     cfg = load_config(args.config, args.overrides)

@@ -105,8 +105,8 @@ def build_random_dataset(
     clips and labels, so train and val differ, not the class colours; ``test_clips`` clips per
     video when ``training`` is False."""
     low = {"num_videos": 1, "num_classes": 1, "frames": 1, "size": 1, "boxes_per_frame": 0, "test_clips": 1}
-    given = dict(num_videos=num_videos, num_classes=num_classes, frames=frames, size=size,
-                 boxes_per_frame=boxes_per_frame, test_clips=test_clips)
+    given = {"num_videos": num_videos, "num_classes": num_classes, "frames": frames, "size": size,
+             "boxes_per_frame": boxes_per_frame, "test_clips": test_clips}
     for key, value in given.items():
         if value < low[key]:
             raise ConfigError(f"data.{key} must be >= {low[key]} for the random kind, got {value}")

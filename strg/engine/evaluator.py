@@ -9,18 +9,17 @@ scores") or mean, then scored with the official Charades mAP (multi-label data) 
 from __future__ import annotations
 
 import warnings
-
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from strg.engine.distributed import DistInfo, ShardSampler, all_gather_objects
-from strg.metrics import charades_map, topk_accuracy, write_submission
 from strg.errors import DataError
+from strg.metrics import charades_map, topk_accuracy, write_submission
+from strg.progress import progress_bar
 
 
 def autocast_context(device: torch.device, amp: str):
@@ -111,7 +110,7 @@ def evaluate_model(
     model.eval()
     video_index, clip_scores, targets = [], [], {}
     skipped = 0
-    bar = tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False, dynamic_ncols=True)
+    bar = progress_bar(loader, desc="eval", disable=not (progress and info.is_main), leave=False, dynamic_ncols=True)
     for batch in bar:
         skipped += batch.get("num_skipped", 0)
         if "clips" not in batch:

@@ -34,11 +34,18 @@ from strg.config import DATA_KEYS, load_config, save_config
 from strg.engine import checkpoint as ckpt_lib
 from strg.engine import distributed as dist_lib
 from strg.engine.datasets import build_dataset
-from strg.engine.evaluator import autocast_context, evaluate_model, forward, resolve_amp, to_device
+from strg.engine.evaluator import (
+    autocast_context,
+    evaluate_model,
+    forward,
+    resolve_amp,
+    to_device,
+)
 from strg.engine.resume import find_resume_point
 from strg.engine.sample_keys import KeyedCollate, KeyedItems
 from strg.engine.setup_checks import frozen_bn_from_scratch
 from strg.errors import ConfigError, StrgError
+from strg.progress import progress_bar
 
 
 class TrainingDiverged(StrgError, RuntimeError):
@@ -386,7 +393,7 @@ def train(
     window_loss, window_n, window_t0, window_it0, skipped = 0.0, 0, time.time(), start, 0
     last_loss = float("nan")
     metrics: dict = {}
-    bar = tqdm(total=t["iterations"], initial=start, desc="train", disable=not (t["progress"] and info.is_main), dynamic_ncols=True)
+    bar = progress_bar(total=t["iterations"], initial=start, desc="train", disable=not (t["progress"] and info.is_main), dynamic_ncols=True)
     try:
         while done < t["iterations"]:
             segment_end = min(t["iterations"], (done // period + 1) * period)

@@ -22,7 +22,11 @@ from strg.errors import ConfigError
 from strg.models.backbone import i3d_resnet
 from strg.models.gcn import RegionGraphHead
 from strg.models.strg import STRG
-from strg.models.weights import inflate_resnet2d, load_i3d_checkpoint, load_resnet2d_state_dict
+from strg.models.weights import (
+    inflate_resnet2d,
+    load_i3d_checkpoint,
+    load_resnet2d_state_dict,
+)
 
 logger = logging.getLogger(__name__)
 
