@@ -247,3 +247,25 @@ def test_cache_features_trains_the_graph_stage_as_without(tmp_path):
     cfg["model"]["frozen_bn"] = False
     with pytest.raises(ConfigError, match="same every time"):
         train(cfg, run_dir=tmp_path / "jitter", train_set=Jittered(data, at=10**9))
+
+
+@pytest.mark.slow
+def test_tiny_config_longer_run_stays_finite_and_learns(tmp_path):
+    """configs/tiny_cpu.yaml with more iterations (its documented use): finite loss all the way,
+    and what it learns on train holds on val (the class colours are shared by the splits)."""
+    from pathlib import Path
+
+    tiny_cfg = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
+    run = tmp_path / "long"
+    out = train(tiny_cfg, ["train.iterations=300", "train.checkpoint_period=300", "train.progress=false"], run_dir=run)
+    losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    assert len(losses) == 60 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+    assert out["top1"] >= 0.75  # 4 classes: chance is 0.25
+    assert "frozen BatchNorm" not in (run / "log.txt").read_text()
+
+
+def test_frozen_bn_from_scratch_is_warned(tmp_path):
+    run = tmp_path / "run"
+    train(tiny(iterations=1), run_dir=run)  # frozen_bn (the paper's default), no pretrained weights
+    assert "warning: the backbone starts from random weights with frozen BatchNorm" in (run / "log.txt").read_text()
