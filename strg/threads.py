@@ -120,4 +120,5 @@ def _positive_int(text: str) -> int:
     return value
 
 
-__all__ = ["ThreadChoice", "add_threads_argument", "apply_thread_policy", "choose_threads", "load_average", "usable_cores"]
+__all__ = ["ThreadChoice", "add_threads_argument", "apply_thread_policy", "choose_threads", "load_average",
+           "usable_cores"]

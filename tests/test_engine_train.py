@@ -182,7 +182,8 @@ def test_cli_trains_the_tiny_config(tmp_path, capsys):
     assert main(["train", str(tiny_cfg), "train.iterations=2", "train.progress=false", "eval.max_videos=2", "--run-dir", str(run)]) == 0
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert final["iteration"] == 2 and final["num_videos"] == 2 and final["checkpoint"].endswith("ckpt_0000002.pt")
-    longer = ["train", str(tiny_cfg), "train.iterations=3", "train.progress=false", "eval.split=null", "--run-dir", str(run), "--resume"]
+    longer = ["train", str(tiny_cfg), "train.iterations=3", "train.progress=false", "eval.split=null",
+              "--run-dir", str(run), "--resume"]
     saved = (run / "config.yaml").read_text()
     assert main(longer) == 2  # a changed schedule needs --allow-config-change
     assert "train.iterations: 2 -> 3" in capsys.readouterr().err and (run / "config.yaml").read_text() == saved
@@ -258,7 +259,8 @@ def test_tiny_config_longer_run_stays_finite_and_learns(tmp_path):
     tiny_cfg = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
     run = tmp_path / "long"
     out = train(tiny_cfg, ["train.iterations=300", "train.checkpoint_period=300", "train.progress=false"], run_dir=run)
-    losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["split"] == "train"]
     assert len(losses) == 60 and all(math.isfinite(v) for v in losses)
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
     assert out["top1"] >= 0.75  # 4 classes: chance is 0.25

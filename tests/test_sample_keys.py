@@ -51,7 +51,8 @@ class Jitter(torch.utils.data.Dataset):
 
     def __init__(self, base):
         self.base = base
-        self.classes, self.multi_label, self.videos, self.max_boxes = base.classes, base.multi_label, base.videos, base.max_boxes
+        self.classes, self.multi_label, self.videos = base.classes, base.multi_label, base.videos
+        self.max_boxes = base.max_boxes
 
     def __len__(self):
         return len(self.base)
@@ -69,12 +70,13 @@ def _run(tmp_path, name, batch_per_device, num_workers):
         "model": {"name": "joint_gcn_r50", "width": 4, "stage_blocks": [1, 1, 1, 1], "dim": 8, "gcn_layers": 1,
                   "dropout": 0.5},
         "data": {"kind": "random", "num_videos": 8, "num_classes": 3, "frames": 2, "size": 32, "boxes_per_frame": 2},
-        "train": {"iterations": 3, "batch_size": 4, "batch_per_device": batch_per_device, "base_lr": 0.2, "base_batch": 4,
-                  "checkpoint_period": 3, "num_workers": num_workers, "device": "cpu", "tensorboard": False,
+        "train": {"iterations": 3, "batch_size": 4, "batch_per_device": batch_per_device, "base_lr": 0.2,
+                  "base_batch": 4, "checkpoint_period": 3, "num_workers": num_workers, "device": "cpu", "tensorboard": False,
                   "progress": False},
         "eval": {"split": None},
     }
-    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32, boxes_per_frame=2)
+    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
+                                boxes_per_frame=2)
     train(cfg, run_dir=tmp_path / name, train_set=Jitter(data))
     return load_checkpoint(list_checkpoints(tmp_path / name)[-1][1])["model"]
 

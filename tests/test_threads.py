@@ -11,7 +11,7 @@ from strg.threads import apply_thread_policy, choose_threads
 
 
 def test_choose_threads():
-    quiet = dict(environ={}, cores=8, cpus=8, load=0.0, default=8)
+    quiet = {"environ": {}, "cores": 8, "cpus": 8, "load": 0.0, "default": 8}
     assert choose_threads(**quiet).threads == 8
     assert choose_threads(workers=3, **quiet).threads == 5  # the loader workers get their own cores
     assert choose_threads(workers=12, **quiet).threads == 1  # never below one

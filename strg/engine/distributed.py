@@ -110,8 +110,8 @@ class IterationBatchSampler(torch.utils.data.Sampler):
     resumed run continues the same stream (the kill-and-resume test).
     """
 
-    def __init__(self, num_items: int, *, global_batch: int, batch_per_device: int, rank: int, world_size: int, seed: int, start: int, stop: int,
-                 with_positions: bool = False):
+    def __init__(self, num_items: int, *, global_batch: int, batch_per_device: int, rank: int, world_size: int,
+                 seed: int, start: int, stop: int, with_positions: bool = False):
         if global_batch % (batch_per_device * world_size):
             raise ValueError(
                 f"global batch {global_batch} is not a multiple of batch_per_device {batch_per_device} x {world_size} processes"

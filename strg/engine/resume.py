@@ -95,8 +95,8 @@ def find_resume_point(run_dir: str | Path, cfg: dict, *, allow_config_change: bo
         raise ConfigError(
             f"{source}: --resume: the settings differ from those of {path} ({'; '.join(locked)}); the run would "
             "continue as another run than the one in its folder. Use the run's own settings (strg train "
-            f"{Path(run_dir) / 'config.yaml'} --run-dir {run_dir} --resume), another run folder, or pass --allow-config-change "
-            "to continue with the new settings"
+            f"{Path(run_dir) / 'config.yaml'} --run-dir {run_dir} --resume), another run folder, or pass "
+            "--allow-config-change to continue with the new settings"
         )
     return ResumePoint(path=path, state=state, iteration=iteration, changed=changed, notes=notes,
                        rewrite_config=bool(locked))

@@ -259,7 +259,8 @@ def train(
             ckpt_lib.load_model_state(model, state, path)
             for name, p in model.named_parameters():
                 p.requires_grad_(name not in set(state.get("frozen", [])))
-            log.info(f"resumed from {path} (iteration {start})" + (f"; settings changed since: {'; '.join(point.changed)}" if point.changed else ""))
+            changed = f"; settings changed since: {'; '.join(point.changed)}" if point.changed else ""
+            log.info(f"resumed from {path} (iteration {start}){changed}")
     if state is None:
         if t["stage"] in ("graph", "joint") and t["init"] is None:
             raise ConfigError(f"{source}: train.init is required for stage {t['stage']!r}: the checkpoint (or run folder) of the previous stage")

@@ -81,17 +81,26 @@ def check_build_args(**kwargs) -> list[tuple[str, str]]:
     for key in ("num_classes", "width", "dim", "gcn_layers", "in_channels"):
         at_least(key, 1)
     if kwargs.get("pool2_kernel") is not None and kwargs["pool2_kernel"] not in (1, 2, 3):
-        problems.append(("pool2_kernel", f"must be 1, 2 or 3 (the paper: 3; Caffe2 / PySlowFast: 2), got {kwargs['pool2_kernel']!r}"))
+        why = f"must be 1, 2 or 3 (the paper: 3; Caffe2 / PySlowFast: 2), got {kwargs['pool2_kernel']!r}"
+        problems.append(("pool2_kernel", why))
     if kwargs.get("stage_blocks") is not None and not _positive_ints(kwargs["stage_blocks"], 4):
-        problems.append(("stage_blocks", f"must be 4 integers >= 1 (blocks of res2..res5), got {kwargs['stage_blocks']!r}"))
+        problems.append(("stage_blocks", f"must be 4 integers >= 1 (res2..res5), got {kwargs['stage_blocks']!r}"))
     if kwargs.get("temporal_strides") is not None and not _positive_ints(kwargs["temporal_strides"], 3):
-        problems.append(("temporal_strides", f"must be 3 integers >= 1 (conv1, pool1, pool2), got {kwargs['temporal_strides']!r}"))
+        why = f"must be 3 integers >= 1 (conv1, pool1, pool2), got {kwargs['temporal_strides']!r}"
+        problems.append(("temporal_strides", why))
     p = kwargs.get("dropout")
     if p is not None and not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
         problems.append(("dropout", f"must be a probability in [0, 1) (1 would zero every feature), got {p!r}"))
     if kwargs.get("roi_impl") is not None and kwargs["roi_impl"] not in ROI_IMPLS:
         problems.append(("roi_impl", f"must be one of {', '.join(map(repr, ROI_IMPLS))}, got {kwargs['roi_impl']!r}"))
+    if kwargs.get("inflate_from") is not None and kwargs.get("backbone_checkpoint") is not None:
+        problems.append(("backbone_checkpoint", "cannot be given with inflate_from (both initialise the backbone)"))
     return problems
+
+
+# the build_model arguments that check_build_args checks
+_CHECKED = ("num_classes", "width", "stage_blocks", "dim", "pool2_kernel", "temporal_strides", "gcn_layers", "dropout",
+            "in_channels", "roi_impl", "inflate_from", "backbone_checkpoint")
 
 
 def build_model(
@@ -147,19 +156,14 @@ def build_model(
             ``"roi_align"`` (torchvision's kernel): the same values (tested), see
             :mod:`strg.models.region`.
     """
-    nonlocal_, head, depth = parse_name(name)
-    problems = check_build_args(num_classes=num_classes, width=width, stage_blocks=stage_blocks, dim=dim,
-                                pool2_kernel=pool2_kernel, temporal_strides=temporal_strides, gcn_layers=gcn_layers,
-                                dropout=dropout, in_channels=in_channels, roi_impl=roi_impl)
-    if problems:
+    if problems := check_build_args(**{k: v for k, v in locals().items() if k in _CHECKED}):
         raise ConfigError(f"build_model({name!r}): " + "; ".join(f"{key}: {why}" for key, why in problems))
+    nonlocal_, head, depth = parse_name(name)
     backbone = i3d_resnet(
         depth, width=width, stage_blocks=stage_blocks, nonlocal_=nonlocal_, pool2_kernel=pool2_kernel,
         temporal_strides=tuple(temporal_strides) if temporal_strides is not None else None,
         frozen_bn=frozen_bn, in_channels=in_channels,
     )
-    if inflate_from is not None and backbone_checkpoint is not None:
-        raise ValueError("give inflate_from or backbone_checkpoint, not both")
     if inflate_from is not None:
         state = load_resnet2d_state_dict(inflate_from, depth=depth)
         report = inflate_resnet2d(backbone, state, source=str(inflate_from))
