@@ -5,19 +5,18 @@
 
 Both models are timed in the same run, interleaved, and the graph part (reduction conv, RoIAlign,
 graph building, GCN, head) is also timed on its own on a cached backbone output (and, as
-``graph_head``, without the reduction conv, which the model issue places before the head), so that its
-cost relative to the backbone does not drown in the noise of two large totals; it is timed with
-the default RoIAlign (``graph_part``: ``roi_impl="auto"``, the sparse product on the CPU and the
-dense matrix product elsewhere), with each form alone (``graph_part_sparse``,
-``graph_part_matmul``, but ``sparse`` only on the CPU) and with torchvision's kernel
-(``graph_part_tv_roi_align``). The paper: +3% FLOPs and "barely any" time difference; the
-model issue's goal: the graph head costs at most 5% of the backbone's time. Both shares are
-printed: the graph head alone, and the graph part (the head and the reduction conv before it,
-that is all Joint GCN adds to the I3D); and the graph part's share in inference (forward only,
-eval mode), the setting of the paper's FLOP count. Prints a table and one JSON line: medians, and minimums (on a shared machine
-other jobs only ever add time, so the fastest of several runs is the least disturbed); the runs
-go in a new random order each repeat (the graph part timed right after the backbone every time
-took 20 ms longer than the same computation timed elsewhere).
+``graph_head``, without the reduction conv before the head), so that its cost relative to the
+backbone does not drown in the noise of two large totals; it is timed with the default RoIAlign
+(``graph_part``: ``roi_impl="auto"``, the sparse product on the CPU and the dense matrix product
+elsewhere), with each form alone (``graph_part_sparse``, ``graph_part_matmul``, but ``sparse`` only
+on the CPU) and with torchvision's kernel (``graph_part_tv_roi_align``). The paper: +3% FLOPs and
+"barely any" time difference; strg's goal: the graph head costs at most 5% of the backbone's time.
+Both shares are printed: the graph head alone, and the graph part (the head and the reduction conv
+before it, that is all Joint GCN adds to the I3D); and the graph part's share in inference (forward
+only, eval mode), the setting of the paper's FLOP count. Prints a table and one JSON line: medians,
+and minimums (on a shared machine other jobs only ever add time, so the fastest of several runs is
+the least disturbed); the runs go in a new random order each repeat (the graph part timed right
+after the backbone every time took 20 ms longer than the same computation timed elsewhere).
 """
 
 from __future__ import annotations
@@ -61,7 +60,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd graph head")
-    parser.add_argument("--profile", action="store_true", help="then print a torch.profiler table of one graph-part step")
+    parser.add_argument("--profile", action="store_true",
+                        help="then print a torch.profiler table of one graph-part step")
     args = parser.parse_args()
     device = torch.device(args.device)
     repeats = 2 if args.quick else args.repeats
@@ -152,7 +152,11 @@ def main() -> None:
             results[key] += _time(runs[key], device, 1)
     med = {key: statistics.median(v) for key, v in results.items()}
     best = {key: min(v) for key, v in results.items()}  # the least disturbed run (other jobs only add time)
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    compiled_share = med["graph_part_compiled"] / med["backbone"] if "graph_part_compiled" in med else None
+    if device.type == "cuda":
+        machine = torch.cuda.get_device_name(device)
+    else:
+        machine = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     print(f"forward+backward, batch {b}, {t}x{s}x{s}, {k} boxes/frame, {args.dtype}, {machine}")
     for key, value in med.items():
         print(f"  {key:24s} {value * 1000:10.1f} ms (median of {repeats}), {best[key] * 1000:10.1f} ms (min)")
@@ -176,7 +180,7 @@ def main() -> None:
                       "head_share_of_backbone": round(med["graph_head"] / med["backbone"], 4),
                       "head_share_of_backbone_min": round(best["graph_head"] / best["backbone"], 4),
                       "inference_graph_share_of_backbone": round(inference_share, 4),
-                      "compiled_graph_share_of_backbone": round(med["graph_part_compiled"] / med["backbone"], 4) if "graph_part_compiled" in med else None}))
+                      "compiled_graph_share_of_backbone": compiled_share and round(compiled_share, 4)}))
 
     if args.profile:  # where the graph part's time goes, by operator and input shape
         with torch.profiler.profile(record_shapes=True) as prof:

@@ -22,7 +22,7 @@ import torch
 
 from strg.proposals.rpn import build_rpn_proposer
 
-# Charades: ~9,800 videos of ~30 s (issue 6), proposals at the default 6 fps
+# Charades: ~9,800 videos of ~30 s, proposals at the default 6 fps
 CHARADES_FRAMES = 9_800 * 30 * 6
 
 

@@ -57,7 +57,8 @@ def embedding_bag(features, boxes):
     index = frame + ri[..., :, None, :, None] * w + ci[..., None, :, None, :]  # (B, T, K, 7, 7, sy, sx)
     weight = rw[..., :, None, :, None] * cw[..., None, :, None, :]
     table = features.permute(0, 2, 3, 4, 1).reshape(b * t * h * w, c)
-    grid = F.embedding_bag(index.reshape(-1, sy * sx), table, per_sample_weights=weight.reshape(-1, sy * sx).to(table.dtype), mode="sum")
+    grid = F.embedding_bag(index.reshape(-1, sy * sx), table, mode="sum",
+                           per_sample_weights=weight.reshape(-1, sy * sx).to(table.dtype))
     return grid.reshape(b, t, k, 49, c).max(dim=3).values
 
 
@@ -104,8 +105,12 @@ def main() -> None:
         for name, fn in forms.items():
             times[name].append(run(fn))
     med = {name: statistics.median(v) for name, v in times.items()}
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    print(f"region features, forward + backward: batch {b}, {t} frames of 14x14x{c}, {k} boxes/frame, {args.dtype}, {machine}")
+    if device.type == "cuda":
+        machine = torch.cuda.get_device_name(device)
+    else:
+        machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    print(f"region features, forward + backward: batch {b}, {t} frames of 14x14x{c}, {k} boxes/frame, "
+          f"{args.dtype}, {machine}")
     for name, value in med.items():
         print(f"  {name:14s} {value * 1000:9.1f} ms (median of {args.repeats})")
     print(json.dumps({"bench": "roi", "device": machine, "batch": b, "dtype": args.dtype,

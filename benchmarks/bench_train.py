@@ -97,12 +97,14 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     machine = rows[0]["machine"]
     print(f"training loop, {machine}: global batch {args.batch} ({args.batch_per_device} per step), "
-          f"{args.frames}x{args.size}x{args.size}, {args.boxes} boxes/frame, amp {args.amp}, {args.iterations} iterations")
+          f"{args.frames}x{args.size}x{args.size}, {args.boxes} boxes/frame, amp {args.amp}, "
+          f"{args.iterations} iterations")
     print(f"  {'model':16s} {'clips/s':>9s} {'peak mem GB':>12s} {'wall s':>8s}")
     for r in rows:
         print(f"  {r['model']:16s} {r['clips_per_s']:9.2f} {r['peak_memory_gb']:12.2f} {r['wall_s']:8.1f}")
     memory_kind = "cuda max_memory_allocated" if cuda else "process max RSS"
-    print(json.dumps({"bench": "train", "device": machine, "frames": args.frames, "size": args.size, "boxes": args.boxes,
+    print(json.dumps({"bench": "train", "device": machine, "frames": args.frames, "size": args.size,
+                      "boxes": args.boxes,
                       "batch": args.batch, "batch_per_device": args.batch_per_device, "amp": args.amp,
                       "iterations": args.iterations, "memory": memory_kind, "results": rows}))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from strg.errors import StrgError
@@ -45,6 +46,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _TerminalHandler(logging.Handler):
+    """Log records on stderr through tqdm, so that they do not break a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Show the library's log records (logger ``strg``: the engine's run log, build_model's weight
+    reports, skipped videos) in the terminal; a training run also copies them into its log.txt."""
+    logger = logging.getLogger("strg")
+    if not any(isinstance(h, _TerminalHandler) for h in logger.handlers):
+        handler = _TerminalHandler()
+        handler.setFormatter(_Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -60,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         args = sub.parse_intermixed_args(argv[1:])
     except TypeError:  # commands with sub-commands (argparse cannot intermix those)
         args = sub.parse_args(argv[1:])
+    configure_logging()
     try:
         return int(module.run(args) or 0)
     except StrgError as e:

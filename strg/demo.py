@@ -83,7 +83,7 @@ def run_config(preset: Preset, head: str, *, data_root: str, variant: str, seed:
         "train_short_side": [preset.size, preset.size], "crop_size": preset.size,
         "test_short_side": preset.size, "test_clips": 1 if not multi else 3,
         "max_boxes": preset.max_boxes,
-        "flip": False,  # "left to right" classes: no flip without a label map (REFERENCE.md s. 3)
+        "flip": False,  # "left to right" classes: no flip without a label map (docs/formats.md)
     }
     return {
         "model": {"name": f"{head}_r50", "width": preset.width, "stage_blocks": list(preset.stage_blocks),

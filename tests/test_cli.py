@@ -28,11 +28,13 @@ def test_help_version_and_unknown(capsys):
 
 
 def test_console_script_runs_as_module():
-    out = subprocess.run([sys.executable, "-m", "strg.cli", "info", "--list"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "strg.cli", "info", "--list"],
+                         capture_output=True, text=True, check=True)
     assert "nl_joint_gcn_r101" in out.stdout.split()
 
 
 def test_user_error_is_one_line_without_traceback():
-    out = subprocess.run([sys.executable, "-m", "strg.cli", "train", "/nonexistent/config.yaml"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "strg.cli", "train", "/nonexistent/config.yaml"],
+                         capture_output=True, text=True)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and "/nonexistent/config.yaml" in out.stderr

@@ -1,4 +1,4 @@
-"""One test per bad input of issue 3: each names the file (and line or id); `on_error="skip"`
+"""One test per kind of bad input: each names the file (and line or id); `on_error="skip"`
 logs the sample, returns None, and collate counts it."""
 
 import json

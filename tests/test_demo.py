@@ -18,7 +18,7 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     table = out[out.index("| model | top-1 | top-5 |"):]
     for _, label in ROWS:  # one row per Table 2a variant, with two percentages each
-        line = next(l for l in table.splitlines() if l.startswith(f"| {label} |"))
+        line = next(row for row in table.splitlines() if row.startswith(f"| {label} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert all(0.0 <= float(c) <= 100.0 for c in cells[1:])
     assert "[9/10] joint_gcn_graph" in out and "[10/10] joint_gcn" in out  # the progress display names each run
@@ -68,8 +68,8 @@ def test_run_config_is_a_valid_engine_config(tmp_path):
                          stage="backbone" if head == "i3d" else "graph", init=None if head == "i3d" else "x",
                          iterations=10)
         resolved = load_config(cfg, [])
-        assert resolved["model"]["name"] == f"{head}_r50" and resolved["data"]["kind"] == "something_v2"
-        assert resolved["train"]["stage"] == cfg["train"]["stage"]
+        assert resolved.model.name == f"{head}_r50" and resolved.data.kind == "something_v2"
+        assert resolved.train.stage == cfg["train"]["stage"]
 
 
 def test_unknown_preset_key_is_refused(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from strg.cli import main
 from strg.engine import train
 from strg.engine.checkpoint import list_checkpoints, load_checkpoint
-from strg.engine.datasets import build_random_dataset
+from strg.data import build_dataset
 from strg.engine.resume import FREE_ON_RESUME, config_differences
 from strg.errors import ConfigError
 
@@ -90,7 +90,7 @@ def test_changed_settings_need_the_flag(tmp_path, capsys):
 def test_interrupted_run_resumes_with_free_settings_changed(tmp_path):
     cfg = tiny(iterations=6)
     ref = train(cfg, run_dir=tmp_path / "ref")
-    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32)
+    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32)
     with pytest.raises(KeyboardInterrupt):  # 2 reads per iteration: read 7 is in iteration 4
         train(cfg, run_dir=tmp_path / "cut", train_set=StopAt(data, at=7))
     saved = (tmp_path / "cut" / "config.yaml").read_text()

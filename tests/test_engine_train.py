@@ -6,11 +6,10 @@ import math
 import pytest
 import torch
 
+from strg.data import build_dataset
 from strg.engine import TrainingDiverged, lr_at, train
 from strg.engine.checkpoint import list_checkpoints, load_checkpoint
-from strg.engine.datasets import build_random_dataset
 from strg.errors import ConfigError
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -96,7 +95,7 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path, multi_label):
     cfg["model"]["dropout"] = 0.5  # dropout draws from the RNG: its state must be restored
     ref = train(cfg, run_dir=tmp_path / "ref")
 
-    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
+    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
                                 boxes_per_frame=2, multi_label=multi_label)
     # 2 items per micro-batch, 2 micro-batches per iteration: read 19 is inside iteration 5
     with pytest.raises(KeyboardInterrupt):
@@ -121,7 +120,7 @@ class Poisoned(Interrupting):
 
 
 def test_nan_loss_stops_naming_iteration_and_checkpoint(tmp_path):
-    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32, boxes_per_frame=2)
+    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32, boxes_per_frame=2)
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"at iteration 5.*ckpt_0000003\.pt"):
         train(tiny(), run_dir=run, train_set=Poisoned(data, at=9))  # 2 reads per iteration
@@ -243,7 +242,7 @@ def test_cache_features_trains_the_graph_stage_as_without(tmp_path):
     # refused: another stage, random augmentation
     with pytest.raises(ConfigError, match="needs stage 'graph'"):
         train(tiny(cache_features=True), run_dir=tmp_path / "backbone_stage")
-    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32, boxes_per_frame=2)
+    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32, boxes_per_frame=2)
     cfg = tiny("joint_gcn_r50", iterations=1, stage="graph", init=str(tmp_path / "backbone"), cache_features=True)
     cfg["model"]["frozen_bn"] = False
     with pytest.raises(ConfigError, match="same every time"):
@@ -271,3 +270,55 @@ def test_frozen_bn_from_scratch_is_warned(tmp_path):
     run = tmp_path / "run"
     train(tiny(iterations=1), run_dir=run)  # frozen_bn (the paper's default), no pretrained weights
     assert "warning: the backbone starts from random weights with frozen BatchNorm" in (run / "log.txt").read_text()
+
+
+def test_library_reports_reach_the_terminal_and_the_run_log(tmp_path, capsys):
+    """`strg train` configures logging: build_model's weight report shows in the terminal and log.txt."""
+    import yaml
+
+    from strg.cli import main
+    from strg.models import build_model
+
+    kinetics = tmp_path / "i3d.pth"  # an I3D backbone's state dict (strg's keys): one of the I3D formats
+    torch.save(build_model("i3d_r50", num_classes=3, width=4, stage_blocks=(1, 1, 1, 1)).backbone.state_dict(), kinetics)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny("i3d_r50", iterations=1)))
+    capsys.readouterr()
+    assert main(["train", str(path), f"model.backbone_checkpoint={kinetics}", "--run-dir", str(tmp_path / "k")]) == 0
+    report = f"{kinetics}: strg I3D loaded"
+    assert report in capsys.readouterr().err
+    assert report in (tmp_path / "k" / "log.txt").read_text()
+
+
+def test_starting_weights_only_for_a_run_that_starts_from_them(tmp_path):
+    """model.inflate_from is read by a fresh run, not by one that loads a checkpoint (train.init,
+    --resume, evaluation), which replaces those weights: a file no longer there does not matter."""
+    from strg.engine import evaluate
+    from strg.errors import CheckpointError
+
+    gone = str(tmp_path / "gone.pth")
+    fresh = tiny("i3d_r50", iterations=1)
+    fresh["model"]["inflate_from"] = gone
+    with pytest.raises(CheckpointError, match="no such weights file"):
+        train(fresh, run_dir=tmp_path / "fresh")
+    train(tiny("i3d_r50", iterations=1), run_dir=tmp_path / "i3d")
+    graph = tiny("joint_gcn_r50", iterations=1, stage="graph", init=str(tmp_path / "i3d"))
+    graph["model"]["inflate_from"] = gone
+    train(graph, run_dir=tmp_path / "graph")
+    graph["train"]["iterations"] = 2
+    assert train(graph, run_dir=tmp_path / "graph", resume=True, allow_config_change=True)["iteration"] == 2
+    graph["eval"] = {"split": "val", "num_workers": 0}
+    assert evaluate(graph, checkpoint=tmp_path / "graph")["num_videos"] == 8
+
+
+def test_mixed_precision(tmp_path):
+    """train.amp: the forward runs under bf16 / fp16 autocast (fp16 with a gradient scaler, whose
+    state the checkpoint keeps for --resume); none: fp32."""
+    out = {amp: train(tiny(iterations=2, amp=amp), run_dir=tmp_path / amp) for amp in ("none", "bf16", "fp16")}
+    for amp in ("bf16", "fp16"):
+        assert f"amp {amp}" in (tmp_path / amp / "log.txt").read_text()
+        assert out[amp]["train_loss"] != out["none"]["train_loss"]  # computed in lower precision ...
+        assert out[amp]["train_loss"] == pytest.approx(out["none"]["train_loss"], rel=0.1)  # ... of the same model
+    assert weights(tmp_path / "bf16")["classifier.weight"].dtype == torch.float32  # the weights stay fp32
+    assert load_checkpoint(list_checkpoints(tmp_path / "fp16")[-1][1])["scaler"]["scale"] > 0
+    assert load_checkpoint(list_checkpoints(tmp_path / "none")[-1][1])["scaler"] == {}

@@ -1,4 +1,4 @@
-"""The model of issue 2: shapes, graphs against hand-computed cases, gradients, RoIAlign, inflation."""
+"""The model: shapes, graphs against hand-computed cases, gradients, RoIAlign, inflation."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def test_paper_gmacs_and_params():
     st = (d * d + d) + 2 * 3 * d * d + 3 * 2 * d  # g, W_front and W_back x 3, LayerNorm x 3
     assert joint.params == base.params_backbone + reduce + sim + st + classifier
     nl = count_complexity("nl_i3d_r50")
-    assert abs((nl.gmac - base.gmac) - 68.4) < 0.5  # five NL blocks, REFERENCE.md: ~68 GMAC
+    assert abs((nl.gmac - base.gmac) - 68.4) < 0.5  # five NL blocks, docs/model.md: about 68 GMAC
 
 
 # ---------------------------------------------------------------- graph builders
@@ -154,7 +154,9 @@ def test_similarity_graph_hand_case_and_padding():
     g = similarity_graph(a, b, mask)
     # row 0: logits (1, 0) over the two real nodes; row 1: (0, 2)
     e = math.e
-    expected = torch.tensor([[[e / (e + 1), 1 / (e + 1), 0.0], [1 / (1 + e**2), e**2 / (1 + e**2), 0.0], [0.0, 0.0, 0.0]]])
+    expected = torch.tensor([[[e / (e + 1), 1 / (e + 1), 0.0],
+                              [1 / (1 + e**2), e**2 / (1 + e**2), 0.0],
+                              [0.0, 0.0, 0.0]]])
     torch.testing.assert_close(g, expected)
     # unmasked: a softmax over all columns
     torch.testing.assert_close(similarity_graph(a, b).sum(-1), torch.ones(1, 3))
@@ -178,7 +180,8 @@ def test_spatial_temporal_graphs_hand_case():
     # frame 0: node 0 = [0,0,2,2], node 1 = [10,10,12,12] (overlaps nothing)
     # frame 1: node 2 = [1,1,3,3] (IoU 1/7 with node 0), node 3 = [0,0,2,2] (IoU 1 with node 0)
     # node 4: padded
-    boxes = torch.tensor([[[0, 0, 2, 2], [10, 10, 12, 12], [1, 1, 3, 3], [0, 0, 2, 2], [0, 0, 2, 2]]], dtype=torch.float)
+    boxes = torch.tensor([[[0, 0, 2, 2], [10, 10, 12, 12], [1, 1, 3, 3], [0, 0, 2, 2], [0, 0, 2, 2]]],
+                         dtype=torch.float)
     frames = torch.tensor([[0, 0, 1, 1, 1]])
     mask = torch.tensor([[True, True, True, True, False]])
     front, back = spatial_temporal_graphs(boxes, frames, mask)
@@ -316,7 +319,7 @@ def test_model_maps_input_frame_boxes_to_feature_frames():
 
 def _dilated_resnet50_2d():
     net = torchvision.models.resnet50().eval()
-    for i, block in enumerate(net.layer4):  # res5 with stride 1, dilation 2, like the I3D's
+    for block in net.layer4:  # res5 with stride 1, dilation 2, like the I3D's
         block.conv2.stride, block.conv2.dilation, block.conv2.padding = (1, 1), (2, 2), (2, 2)
         if block.downsample is not None:
             block.downsample[0].stride = (1, 1)
@@ -377,7 +380,7 @@ def test_cli_info(capsys):
 
 
 def _to_pyslowfast(state):
-    """Our backbone keys written the PySlowFast way (REFERENCE.md section 5), independently."""
+    """Our backbone keys written the PySlowFast way (docs/formats.md "Checkpoints"), independently."""
     out = {}
     for key, v in state.items():
         parts = key.split(".")
@@ -420,17 +423,17 @@ def test_load_field_checkpoints(tmp_path, fmt, convert):
     from strg.models.weights import load_i3d_checkpoint
 
     torch.manual_seed(0)
-    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True)
+    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source=fmt)
     for p in src.state_dict().values():
         p.normal_()
     path = tmp_path / f"{fmt}.pth"
     torch.save(convert(src.state_dict()), path)
-    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True)
-    detected, unused = load_i3d_checkpoint(dst, path)
-    assert detected == fmt and len(unused) == 1
+    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source=fmt)
+    report = load_i3d_checkpoint(dst, path)
+    assert report.format == fmt and report.source.name == fmt and len(report.unused) == 1
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
-    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1))  # no non-local blocks: must refuse
+    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), source=fmt)  # no non-local blocks: must refuse
     with pytest.raises(CheckpointError, match="unexpected.*nonlocal"):
         load_i3d_checkpoint(plain, path)
     bad = tmp_path / "bad.pth"
@@ -467,8 +470,9 @@ def _to_caffe2(state):
 
 def test_load_caffe2_pkl(tmp_path):
     """A video-nonlocal-net .pkl (pickled blobs, Python-2-era numpy references, momentum blobs and
-    counters beside the weights) loads into the same backbone, its first conv turned from BGR to
-    RGB inputs; a pickle that names anything but numpy arrays is refused without running it."""
+    counters beside the weights) loads into the same backbone, as it is (RGB) or, for a BGR run,
+    with its first conv turned from BGR to RGB inputs; a pickle that names anything but numpy
+    arrays is refused without running it."""
     import pickle
 
     import numpy as np
@@ -476,7 +480,7 @@ def test_load_caffe2_pkl(tmp_path):
     from strg.models.weights import load_i3d_checkpoint
 
     torch.manual_seed(0)
-    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True).eval()
+    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source="video_nonlocal_net").eval()
     for p in src.state_dict().values():
         if p.is_floating_point():
             p.normal_()
@@ -492,20 +496,20 @@ def test_load_caffe2_pkl(tmp_path):
     path = tmp_path / "i3d_nonlocal_32x2_IN_pretrain_400k.pkl"
     path.write_bytes(data)
 
-    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True).eval()
-    detected, unused = load_i3d_checkpoint(dst, path)
-    assert detected == "caffe2" and set(unused) == {"pred_w", "pred_b", "lr"}
+    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source="video_nonlocal_net").eval()
+    report = load_i3d_checkpoint(dst, path)  # video-nonlocal-net evaluates on RGB frames: no flip
+    assert report.format == "caffe2" and set(report.unused) == {"pred_w", "pred_b", "lr"} and not report.flipped_to_rgb
     for k, v in src.state_dict().items():
-        want = v.flip(1) if k == "conv1.weight" else v
-        assert torch.equal(dst.state_dict()[k], want), k
+        assert torch.equal(dst.state_dict()[k], v), k
+    load_i3d_checkpoint(dst, path, source="video_nonlocal_net_bgr")  # a MODEL.USE_BGR run
+    assert torch.equal(dst.conv1.weight, src.conv1.weight.flip(1))
     clip = torch.randn(1, 3, 8, 32, 32, dtype=torch.float64)
     with torch.no_grad():  # RGB into the loaded backbone = BGR into the Caffe2 one (float64: the
         # random weights make large activations, and the flip changes the summation order)
         torch.testing.assert_close(copy.deepcopy(dst).double()(clip), copy.deepcopy(src).double()(clip.flip(1)))
-    load_i3d_checkpoint(dst, path, caffe2_bgr=False)
-    assert torch.equal(dst.conv1.weight, src.conv1.weight)
 
-    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1))  # no non-local blocks: must refuse
+    # no non-local blocks: must refuse
+    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), source="video_nonlocal_net")
     with pytest.raises(CheckpointError, match="unexpected.*nonlocal"):
         load_i3d_checkpoint(plain, path)
 

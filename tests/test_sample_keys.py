@@ -64,7 +64,7 @@ class Jitter(torch.utils.data.Dataset):
 
 
 def _run(tmp_path, name, batch_per_device, num_workers):
-    from strg.engine.datasets import build_random_dataset
+    from strg.data import build_dataset
 
     cfg = {
         "model": {"name": "joint_gcn_r50", "width": 4, "stage_blocks": [1, 1, 1, 1], "dim": 8, "gcn_layers": 1,
@@ -75,7 +75,7 @@ def _run(tmp_path, name, batch_per_device, num_workers):
                   "progress": False},
         "eval": {"split": None},
     }
-    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
+    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
                                 boxes_per_frame=2)
     train(cfg, run_dir=tmp_path / name, train_set=Jitter(data))
     return load_checkpoint(list_checkpoints(tmp_path / name)[-1][1])["model"]

@@ -191,8 +191,8 @@ def test_charades_variant_multi_label(tmp_path):
         assert 2 <= len(acts) <= 3
         starts = [float(a[1]) for a in acts]
         assert starts == sorted(starts) and all(float(a[1]) < float(a[2]) for a in acts)
-    ds = build_dataset("charades", split="val", training=False, root=str(root), proposals=str(root / "proposals.sqlite"),
-                       num_frames=8, stride=1, stride_unit="frames", test_clips=1, test_short_side=48, max_boxes=5)
+    ds = build_dataset("charades", split="val", training=False, root=str(root),
+                       proposals=str(root / "proposals.sqlite"), num_frames=8, stride=1, stride_unit="frames", test_clips=1, test_short_side=48, max_boxes=5)
     assert ds.multi_label and len(ds.classes) == len(ACTIONS)
     target = ds[0]["target"]
     assert target.shape == (len(ACTIONS),) and 2 <= float(target.sum()) <= 3
@@ -219,17 +219,20 @@ def test_demo_oracle_reads_the_boxes_and_trains_every_head(something):
     """benchmarks/demo_oracle.py: the nodes are the boxes of the JSON files, and it runs end to end."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("demo_oracle", Path(__file__).parents[1] / "benchmarks" / "demo_oracle.py")
+    oracle_path = Path(__file__).parents[1] / "benchmarks" / "demo_oracle.py"
+    spec = importlib.util.spec_from_file_location("demo_oracle", oracle_path)
     oracle = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(oracle)
     something = Path(something[0])
     root = str(something)
-    for nodes, folder, stem in (("gt", "annotations", "bounding_box_smthsmth_part"), ("proposals", "detections", "proposals_part")):
+    sources = (("gt", "annotations", "bounding_box_smthsmth_part"), ("proposals", "detections", "proposals_part"))
+    for nodes, folder, stem in sources:
         data = oracle.load_nodes(root, nodes, max_boxes=8)
         entries = {}
         for part in (1, 2):
             entries.update(json.loads((something / folder / f"{stem}{part}.json").read_text()))
-        train_ids = [e["id"] for e in json.loads((something / "labels" / "something-something-v2-train.json").read_text())]
+        train_file = something / "labels" / "something-something-v2-train.json"
+        train_ids = [e["id"] for e in json.loads(train_file.read_text())]
         boxes, mask, targets = data["train"]
         assert len(train_ids) == len(targets) and mask.any()
         for v in (0, len(train_ids) - 1):

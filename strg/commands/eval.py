@@ -23,7 +23,7 @@ def run(args) -> int:
     from strg.engine import evaluate
     from strg.engine.checkpoint import resolve_init
 
-    workers = load_config(args.config, args.overrides)["eval"]["num_workers"]
+    workers = load_config(args.config, args.overrides).eval.num_workers
     apply_thread_policy(args.threads, workers=workers, say=lambda text: print(f"strg eval: {text}", file=sys.stderr))
 
     predictions = args.predictions

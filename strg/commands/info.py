@@ -41,5 +41,6 @@ def run(args: argparse.Namespace) -> int:
     head = c.gmac - c.gmac_backbone
     print(f"{c.variant}  input {c.frames}x{c.size}x{c.size}, {c.boxes_per_frame} boxes/frame, {c.num_classes} classes")
     print(f"  parameters  backbone {c.params_backbone / 1e6:8.2f} M   total {c.params / 1e6:8.2f} M")
-    print(f"  GMACs       backbone {c.gmac_backbone:8.2f}     total {c.gmac:8.2f}   (head +{head:.2f}, {100 * head / c.gmac_backbone:+.1f}%)")
+    share = 100 * head / c.gmac_backbone
+    print(f"  GMACs       backbone {c.gmac_backbone:8.2f}     total {c.gmac:8.2f}   (head +{head:.2f}, {share:+.1f}%)")
     return 0

@@ -32,7 +32,7 @@ def run(args) -> int:
 
     if args.allow_config_change and not args.resume:
         raise ConfigError("--allow-config-change goes with --resume (it allows a resumed run to change settings)")
-    workers = load_config(args.config, args.overrides)["train"]["num_workers"]
+    workers = load_config(args.config, args.overrides).train.num_workers
     apply_thread_policy(args.threads, workers=workers, say=lambda text: print(f"strg train: {text}", file=sys.stderr))
     result = train(args.config, overrides=args.overrides, run_dir=args.run_dir, resume=args.resume,
                    allow_config_change=args.allow_config_change)

@@ -31,23 +31,21 @@ def _parse_query(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from strg.config import DATA_KEYS, load_config
+    from strg.config import load_config
     from strg.engine import checkpoint as ckpt_lib
-    from strg.engine.datasets import build_dataset
-    from strg.engine.trainer import from_config
+    from strg.engine.backbone_source import apply_backbone_source
+    from strg.engine.build import dataset_from_config, model_from_config
     from strg.visualize import draw, explain
 
     cfg = load_config(args.config, args.overrides)
     apply_thread_policy(args.threads)
-    split = args.split or cfg["eval"]["split"] or cfg["data"].get("train_split", "train")
-    cfg["eval"]["split"] = None  # the dataset is built below, for the chosen split only
-    built = from_config(cfg, source=args.config)
-    model = built["model"]
+    apply_backbone_source(cfg)  # the normalisation and backbone settings of the weights' source
+    split = args.split or cfg.eval.split or cfg.data.train_split
+    dataset = dataset_from_config(cfg.data, split, training=False)
+    model = model_from_config(cfg, len(dataset.classes), starting_weights=not args.checkpoint)
     if args.checkpoint:
         path = ckpt_lib.resolve_init(args.checkpoint)
         ckpt_lib.load_model_state(model, ckpt_lib.load_checkpoint(path), path)
-    options = {k: v for k, v in cfg["data"].items() if k not in DATA_KEYS}
-    dataset = build_dataset(cfg["data"]["kind"], split=split, training=False, options=options, source=args.config)
     ids = [v.video_id for v in dataset.videos]
     video = args.video_id if args.video_id is not None else ids[0]
     if video not in ids:

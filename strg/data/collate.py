@@ -2,7 +2,7 @@
 
 Items come from :mod:`strg.data.datasets`; ``None`` items are samples the dataset skipped under
 ``on_error="skip"``. They are dropped here and counted in ``batch["num_skipped"]``, so the engine
-can report the count at the end of the epoch (issue 3, "Bad input").
+can report the count at the end of the epoch (docs/data.md "Bad input").
 """
 
 from __future__ import annotations

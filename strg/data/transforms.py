@@ -25,10 +25,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from strg.data.options import IMAGENET_MEAN, IMAGENET_STD
 from strg.errors import ConfigError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = ["ClipTransform", "IMAGENET_MEAN", "IMAGENET_STD", "TransformResult"]
 
@@ -152,7 +151,7 @@ class ClipTransform:
                 bbox = F.crop(bbox, top, left, side, side)
         out_h, out_w = video.shape[-2:]
         b = bbox.as_subclass(torch.Tensor).reshape(t, k, 4)
-        # clip to the clip's frame; mask boxes that left it (issue 3)
+        # clip to the clip's frame; mask boxes that left it (docs/data.md)
         hi = torch.tensor([out_w, out_h, out_w, out_h], dtype=b.dtype)
         b = torch.minimum(b.clamp(min=0), hi)
         keep = ((b[..., 2] - b[..., 0]) >= self.min_box_size) & ((b[..., 3] - b[..., 1]) >= self.min_box_size)
@@ -161,5 +160,6 @@ class ClipTransform:
         # (T, 3, H, W) -> (3, T, H, W): reorder as uint8 (4x less memory traffic), then one fused
         # scale-and-shift: (x / 255 - mean) / std = x * scale + shift
         clip = video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous().float()
-        clip = torch.addcmul(self.shift, clip, self.scale)
+        # on the GPU when the frames were decoded there (decode_backend torchcodec-cuda)
+        clip = torch.addcmul(self.shift.to(clip.device), clip, self.scale.to(clip.device))
         return TransformResult(clip=clip, boxes=b, box_mask=mask, flipped=flipped)

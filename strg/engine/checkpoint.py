@@ -110,6 +110,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             f"{path}: cannot read the checkpoint ({size} bytes): truncated or corrupt? ({type(e).__name__}: {str(e)[:200]})"
         ) from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        model = obj.get("model")
+        if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+            raise CheckpointError(f"{path}: damaged strg checkpoint: 'model' is not a state dict of tensors")
         return obj
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         return obj
@@ -277,3 +280,36 @@ def summarize_report(report: dict) -> str:
         return ", ".join(f"{m} {n}" for m, n in counts.items()) or "none"
 
     return f"loaded {len(report['loaded'])} tensors ({by_module(report['loaded'])}); left at init: {by_module(report['fresh'])}; unused from the checkpoint: {len(report['skipped'])}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The checkpoints of a training run
+
+
+class RunCheckpoints:
+    """Writes a run's checkpoints (rank 0) with everything ``--resume`` needs, keeps the newest
+    ``keep`` and remembers the last one written (named when training diverges)."""
+
+    def __init__(self, run_dir, model: nn.Module, opt, *, info, keep: int, meta: dict):
+        self.run_dir, self.model, self.opt, self.info, self.keep, self.meta = Path(run_dir), model, opt, info, keep, meta
+        found = list_checkpoints(self.run_dir)
+        self.last: Path | None = found[-1][1] if found else None
+
+    def save(self, iteration: int, rng_states: list) -> Path:
+        path = checkpoint_path(self.run_dir, iteration)
+        save_checkpoint(path, {"iteration": iteration, **self.meta, "model": self.model.state_dict(),
+                               **self.opt.state_dict(), "rng": rng_states})
+        prune_checkpoints(self.run_dir, self.keep)
+        return path
+
+    def periodic(self, iteration: int, rng_state: dict, all_gather) -> None:
+        """Every rank's RNG state at the end of ``iteration``, written by rank 0."""
+        rng_states = all_gather(rng_state, self.info)
+        if self.info.is_main:
+            self.last = self.save(iteration, rng_states)
+
+    def interrupted(self, iteration: int, start: int, rng_state: dict, log) -> None:
+        """Ctrl-C: keep what was trained (weights after ``iteration`` iterations, RNG at that point)."""
+        if self.info.is_main and iteration > start:
+            path = self.save(iteration, [rng_state])
+            log.info(f"interrupted at iteration {iteration}: checkpoint {path}; continue with --resume")

@@ -68,10 +68,16 @@ def config_differences(old: dict, new: dict) -> dict[str, tuple]:
     return out
 
 
-def find_resume_point(run_dir: str | Path, cfg: dict, *, allow_config_change: bool = False,
-                      source: str = "<config>") -> ResumePoint | None:
-    """The newest readable checkpoint of ``run_dir`` checked against ``cfg`` (module docstring);
-    None when the run folder has no readable checkpoint (the run starts at iteration 0)."""
+def describe_changes(old: dict, new: dict) -> list[str]:
+    """``"section.key: old -> new"`` for every key :func:`config_differences` finds."""
+    return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in config_differences(old, new).items()]
+
+
+def find_resume_point(run_dir: str | Path, cfg, *, allow_config_change: bool = False) -> ResumePoint | None:
+    """The newest readable checkpoint of ``run_dir`` checked against ``cfg`` (a
+    :class:`strg.config.RunConfig`; module docstring); None when the run folder has no readable
+    checkpoint (the run starts at iteration 0)."""
+    source = cfg.source
     notes: list[str] = []
     found = ckpt_lib.latest_checkpoint(run_dir, warn=notes.append)
     if found is None:
@@ -79,10 +85,10 @@ def find_resume_point(run_dir: str | Path, cfg: dict, *, allow_config_change: bo
     path, state = found
     iteration = int(state.get("iteration", 0))
     saved = state.get("config") or {}
-    differ = config_differences(saved, cfg) if saved else {}
-    changed = [f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in differ.items())]
+    differ = config_differences(saved, cfg.to_dict()) if saved else {}
+    changed = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in differ.items()]
     locked = [c for k, c in zip(differ, changed) if k not in FREE_ON_RESUME]
-    total = cfg["train"]["iterations"]
+    total = cfg.train.iterations
     if iteration >= total:
         state_text = ("the run is complete" if iteration == total else
                       "train.iterations is below the iteration the run has reached")
@@ -102,4 +108,4 @@ def find_resume_point(run_dir: str | Path, cfg: dict, *, allow_config_change: bo
                        rewrite_config=bool(locked))
 
 
-__all__ = ["FREE_ON_RESUME", "ResumePoint", "config_differences", "find_resume_point"]
+__all__ = ["FREE_ON_RESUME", "ResumePoint", "config_differences", "describe_changes", "find_resume_point"]

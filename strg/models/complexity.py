@@ -1,6 +1,6 @@
 """Parameter counts and GMACs without real compute (meta tensors + torch's FLOP counter).
 
-The paper's "FLOPs" are multiply-accumulates (REFERENCE.md section 1); torch's
+The paper's "FLOPs" are multiply-accumulates (docs/model.md); torch's
 ``FlopCounterMode`` counts 2 FLOPs per MAC, so GMAC = counted FLOPs / 2 / 1e9. Convolutions,
 matmuls and linear layers are counted; element-wise ops, pooling, softmax, LayerNorm and RoIAlign
 are not (they are a small fraction and the paper's convention leaves them out too). The model is

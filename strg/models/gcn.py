@@ -10,7 +10,7 @@ One layer (Eq. 4, 7, 8):   Z = sum_i G_i X W_i + X,   then LayerNorm, then ReLU.
   from the features before g. We apply g at the start of both branches (each its own g).
 * Init (section 6.1): phi, phi', g ~ N(0, 0.01); graph-conv weights W = 0 (so each layer starts
   as LayerNorm + ReLU of its input, and phi, phi' receive gradients once W has moved).
-* Open choice (REFERENCE.md): ``sim_per_layer=False`` (default) computes G_sim once, from the
+* Open choice (docs/model.md "GCN and head"): ``sim_per_layer=False`` (default) computes G_sim once, from the
   region features before g, and uses it in all L layers; this reading of section 5 ("G_sim is
   still computed based on the features before applying g") also gives the GMAC count closest
   to the paper's 158 (159.9 vs 161.4). ``True`` gives every layer its own phi, phi' and G_sim

@@ -1,7 +1,7 @@
 """Region features: RoIAlign on each feature frame, then max-pool (paper section 3 and 4.1).
 
 Boxes come per input frame; the T' feature frames see the boxes of every (T / T')-th input frame
-(frames 0, 2, 4, ... of 32 for the R50, REFERENCE.md "Region features"). Time is folded into the
+(frames 0, 2, 4, ... of 32 for the R50, docs/model.md "Region features"). Time is folded into the
 batch: features (B, C, T', H, W) -> (B*T', C, H, W), and the box of video b, frame t, goes to
 RoIAlign with batch index b * T' + t, so every box meets its own frame. No Python loop over
 frames or videos.
@@ -32,7 +32,8 @@ Three implementations of the same RoIAlign (``aligned=True``, torchvision's samp
   kernel does under autocast, and it follows the boxes exactly (samples per bin and window size
   from the data: host syncs, free on the CPU, so it is not for ``torch.compile`` or CUDA graphs).
 * ``"auto"`` (the model's default): ``"sparse"`` on the CPU, ``"matmul"`` elsewhere (the dense
-  product runs on the GPU's tensor cores; neither is timed on a GPU yet, BENCHMARKS.md).
+  product runs on the GPU's tensor cores; neither is timed on a GPU yet, BENCHMARKS.md) and
+  inside ``torch.compile`` (static shapes: a model compiled whole is one graph, tests/test_compile.py).
 """
 
 from __future__ import annotations
@@ -98,13 +99,17 @@ def region_features(
     b, c, t, h, w = features.shape
     k = boxes.shape[2]
     if impl == "auto":
-        impl = "sparse" if features.device.type == "cpu" else "matmul"
+        # the sparse form follows the data (host syncs: 13 graph breaks in a compiled Joint GCN), so
+        # a model compiled whole takes the matmul form, static shapes, on the CPU too: one graph
+        cpu = features.device.type == "cpu" and not torch.compiler.is_compiling()
+        impl = "sparse" if cpu else "matmul"
     if impl == "sparse":
         pooled = roi_align_max_sparse(features, boxes, output_size=output_size, spatial_scale=spatial_scale,
                                       sampling_ratio=sampling_ratio)  # (B, T, K, C)
         return pooled * mask[..., None].to(pooled.dtype)
     if impl == "matmul":
-        pooled = roi_align_matmul(features, boxes, output_size=output_size, spatial_scale=spatial_scale, sampling_ratio=sampling_ratio)
+        pooled = roi_align_matmul(features, boxes, output_size=output_size, spatial_scale=spatial_scale,
+                                  sampling_ratio=sampling_ratio)
         # the 7x7 max-pool; max() keeps the argmax, so its backward is a scatter, where amax's
         # compares the whole (B, T, K, 49, C) grid with the maximum again (RoIAlign + max-pool forward +
         # backward at the paper configuration, CPU: 149 ms with max, 218 ms with amax; BENCHMARKS.md)
@@ -117,7 +122,12 @@ def region_features(
     rois = torch.cat([index[:, None], boxes.reshape(b * t * k, 4)], dim=1)  # (B*T*K, 5)
     # Padded boxes are computed too (they are zeros): this keeps every shape static (meta
     # tensors, torch.compile) at the cost of a few empty RoIs; they are masked below.
-    pooled = roi_align(frames, rois.to(frames.dtype), output_size, spatial_scale, sampling_ratio, aligned=True)
+    # float32 at least, boxes included: box coordinates rounded to bfloat16 move by up to 0.5 pixel at
+    # 200 pixels (8 significant bits), which moved bins by hundreds of bfloat16 roundings (the
+    # bf16 tests); autocast computes torchvision's kernel in float32 anyway
+    compute = torch.promote_types(frames.dtype, torch.float32)
+    pooled = roi_align(frames.to(compute), rois.to(compute), output_size, spatial_scale, sampling_ratio, aligned=True)
+    pooled = pooled.to(frames.dtype)
     pooled = pooled.flatten(-2).max(dim=-1).values  # (B*T*K, C): the 7x7 max-pool
     pooled = pooled.reshape(b, t, k, c)
     return pooled * mask[..., None].to(pooled.dtype)
@@ -152,7 +162,8 @@ def _axis_weights(start: Tensor, size: Tensor, length: int, out: int, grid: Tens
     frac = torch.where(low >= length - 1, torch.zeros_like(pos), pos - low)
     high = (low + 1).clamp(max=length - 1)
     cells = torch.arange(length, device=start.device, dtype=start.dtype)
-    weights = (1 - frac)[..., None] * (cells == low[..., None]) + frac[..., None] * (cells == high[..., None])  # (..., out, G, L)
+    # (..., out, G, L)
+    weights = (1 - frac)[..., None] * (cells == low[..., None]) + frac[..., None] * (cells == high[..., None])
     return (weights * used[..., None]).sum(dim=-2)  # (..., out, L)
 
 
@@ -275,7 +286,8 @@ class _SparseRoIAlignMax(torch.autograd.Function):
                 crow = torch.arange(0, n * taps + 1, taps, device=table.device)
                 with warnings.catch_warnings():  # "sparse CSR support is in beta": what we use is tested here
                     warnings.simplefilter("ignore", UserWarning)
-                    matrix = torch.sparse_csr_tensor(crow, (cells - low).reshape(-1), weight[start * bins:stop * bins].reshape(-1),
+                    taps_weight = weight[start * bins:stop * bins].reshape(-1)
+                    matrix = torch.sparse_csr_tensor(crow, (cells - low).reshape(-1), taps_weight,
                                                      size=(n, high - low), check_invariants=False)
                 out = grid[:n]
                 # beta=0 into an existing tensor: ``matrix @ table`` would zero-fill a new output

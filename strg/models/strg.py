@@ -42,7 +42,8 @@ class PointwiseConv3d(nn.Conv3d):
         b, c, t, h, w = x.shape
         if b != 1 or x.device.type != "cpu" or not x.is_contiguous():
             return super().forward(x)
-        y = nn.functional.linear(x.view(b, c, t * h * w).transpose(1, 2), self.weight.view(self.out_channels, c), self.bias)  # (1, T*H*W, d)
+        rows = x.view(b, c, t * h * w).transpose(1, 2)  # (1, T*H*W, C), a view
+        y = nn.functional.linear(rows, self.weight.view(self.out_channels, c), self.bias)  # (1, T*H*W, d)
         return y.view(b, t, h, w, -1).permute(0, 4, 1, 2, 3)  # (1, d, T, H, W), channels-last memory
 
 

@@ -177,6 +177,19 @@ def _concat(chunks: list[dict]) -> dict:
     }
 
 
+def _write_video(store, vid: str, chunks: list[dict], result: ExtractResult, bar: tqdm) -> None:
+    """Store one video's proposals in one transaction; invalid boxes from the proposer make it a
+    failed video, of which nothing is written."""
+    try:
+        store.put(vid, **_concat(chunks))
+    except DataError as e:
+        result.failed[vid] = f"{type(e).__name__}: {e}"
+        bar.write(f"skipping {vid}: {e}", file=sys.stderr)
+    else:
+        result.written.append(vid)
+    bar.update(1)
+
+
 def extract_proposals(
     videos: Sequence[VideoEntry],
     store_path: str | Path,
@@ -250,9 +263,7 @@ def extract_proposals(
                 chunks = pending.setdefault(vid, [])
                 chunks.append(item)
                 if len(chunks) == item["num_chunks"]:
-                    store.put(vid, **_concat(pending.pop(vid)))  # one transaction per video
-                    result.written.append(vid)
-                    bar.update(1)
+                    _write_video(store, vid, pending.pop(vid), result, bar)
                 bar.set_postfix(frames_per_s=f"{result.frames / (time.perf_counter() - start):.1f}", refresh=False)
     result.seconds = time.perf_counter() - start
     return result

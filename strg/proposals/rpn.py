@@ -2,7 +2,7 @@
 
 The paper's graph nodes are the proposals of "the RPN with ResNet-50 backbone and FPN,
 pre-trained on MSCOCO" (section 4.1), class-agnostic. We run only the pieces of torchvision's
-Faster R-CNN that produce them (REFERENCE.md section 4):
+Faster R-CNN that produce them (docs/formats.md):
 
     frames -> model.transform (normalise, resize short side) -> model.backbone (R50-FPN)
            -> model.rpn (anchors, objectness, per-level top-n + per-level NMS)
@@ -102,7 +102,7 @@ class RPNProposer(nn.Module):
             10 on Something-Something).
         nms_iou: IoU threshold of the global class-agnostic NMS. torchvision's RPN runs its NMS
             per FPN level, so the same object can come back from two levels; this NMS merges
-            them (REFERENCE.md section 4).
+            them (docs/formats.md).
     """
 
     def __init__(self, transform: nn.Module, backbone: nn.Module, rpn: nn.Module, *, top_k: int = 50,
@@ -152,7 +152,7 @@ class RPNProposer(nn.Module):
         keep, kept_frame, rank = keep[top], kept_frame[top], rank[top]
 
         # Back to original pixels: resized size (h_i', w_i') -> (h, w), as torchvision's
-        # postprocess does with resize_boxes (REFERENCE.md section 4).
+        # postprocess does with resize_boxes (docs/formats.md).
         resized = torch.tensor(image_list.image_sizes, dtype=torch.float32, device=device)  # (N, 2) h', w'
         scale = torch.stack([w / resized[:, 1], h / resized[:, 0]], dim=1).repeat(1, 2)  # (N, 4) sx sy sx sy
         out_boxes = boxes.new_zeros(n, k, 4)
@@ -225,7 +225,9 @@ def build_rpn_proposer(
     if max_size is None:
         max_size = round(min_size * 5 / 3)
     builder = DETECTORS[detector][0]
-    model = builder(weights=None, weights_backbone=None, num_classes=91, min_size=min_size, max_size=max_size)
+    with torch.random.fork_rng(devices=[]):  # random weights are the same in every process (torchrun ranks, tests)
+        torch.manual_seed(0)
+        model = builder(weights=None, weights_backbone=None, num_classes=91, min_size=min_size, max_size=max_size)
     del model.roi_heads  # the box classifier is not used: proposals are class-agnostic
     if weights is not None:
         state = _load_state(detector, weights)

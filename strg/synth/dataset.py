@@ -1,4 +1,4 @@
-"""Write a synthetic dataset in the real file formats (REFERENCE.md section 3).
+"""Write a synthetic dataset in the real file formats (docs/formats.md).
 
 ``variant="something"`` writes Something-Something v2 (``labels/something-something-v2-labels.json``,
 ``-train.json``, ``-validation.json``, one webm per video in ``20bn-something-something-v2/``),
@@ -36,7 +36,7 @@ SS_PREFIX = "something-something-v2"
 
 
 def class_names() -> list[str]:
-    """Class names: the templates with the brackets removed (REFERENCE.md section 3)."""
+    """Class names: the templates with the brackets removed (docs/formats.md)."""
     return [t.replace("[", "").replace("]", "") for _, t in ACTIONS]
 
 

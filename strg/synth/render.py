@@ -4,7 +4,7 @@ Everything is drawn for all frames at once with numpy: a layer's pixels are comp
 (T, W, W) grid around the layer's position in each frame and blended into a padded canvas
 (T, S + 2M, S + 2M, 3) by one fancy-indexed write, so that a video costs a few milliseconds.
 Coordinates are pixels of the output frame, x to the right, y down; boxes are x1 y1 x2 y2 with
-x2/y2 the exclusive pixel edge, as in the Something-Else annotations (REFERENCE.md section 3).
+x2/y2 the exclusive pixel edge, as in the Something-Else annotations (docs/formats.md).
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def compose(bg: np.ndarray, layers: list[Layer], arm: dict | None, jitter: np.nd
     """
     T = jitter.shape[0]
     J = (bg.shape[0] - size) // 2
-    margin = int(max(np.ceil(np.hypot(*l.half)) + 4 for l in layers)) if layers else 0
+    margin = int(max(np.ceil(np.hypot(*layer.half)) + 4 for layer in layers)) if layers else 0
     jy = jitter[:, 1, None, None] + np.arange(size)[None, :, None]
     jx = jitter[:, 0, None, None] + np.arange(size)[None, None, :]
     canvas = np.zeros((T, size + 2 * margin, size + 2 * margin, 3), np.float32)

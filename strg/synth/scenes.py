@@ -1,7 +1,7 @@
 """Scene scripts: which objects exist, how they and the hand move, and what the action is.
 
 The classes are defined by how the hand, the object it handles and a second object relate and
-change over time, never by appearance (issue 5): every object gets a random shape, colour and
+change over time, never by appearance: every object gets a random shape, colour and
 texture; backgrounds, clutter, distractors that move on their own and camera jitter are drawn
 independently of the class. Pairs of classes are built so that a single frame does not tell them
 apart:
@@ -28,7 +28,7 @@ import numpy as np
 from strg.synth.render import PATTERNS, SHAPES, Layer
 
 # (template with placeholders, number of placeholders) — Something-Something v2 style
-# (REFERENCE.md section 3: the class is the template with the brackets removed).
+# (docs/formats.md: the class is the template with the brackets removed).
 ACTIONS: tuple[tuple[str, str], ...] = (
     ("push_lr", "Pushing [something] from left to right"),
     ("push_rl", "Pushing [something] from right to left"),
@@ -198,7 +198,7 @@ def act_closer_away(sb: SceneBuilder, t0: float, t1: float, kind: str) -> list[T
         pB = sb.free_point(sb.occupied(), 0.3 * S)
         e = unit(rng)
         # The near and far distances share one distribution for both classes: a "closer"
-        # clip played backwards has the distances of an "away" clip (issue 5).
+        # clip played backwards has the distances of an "away" clip.
         near = max(rng.uniform(0.16, 0.24) * S, near_min)
         far = near + rng.uniform(0.2, 0.3) * S
         if sb.inside(pB + e * far) and sb.inside(pB + e * near):

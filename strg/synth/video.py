@@ -47,12 +47,12 @@ def _clutter(rng: np.random.Generator, bg: np.ndarray, n: int) -> np.ndarray:
                             half=(a, a * rng.uniform(0.5, 1.5)), angle=rng.uniform(0, np.pi),
                             colours=rng.uniform(0.1, 0.9, (2, 3)).astype(np.float32),
                             pattern="solid" if rng.random() < 0.5 else "stripes", freq=rng.uniform(0.5, 1.5)))
-    margin = int(max(np.hypot(*l.half) for l in layers)) + 4
+    margin = int(max(np.hypot(*layer.half) for layer in layers)) + 4
     canvas = np.pad(bg, ((margin, margin), (margin, margin), (0, 0)), mode="edge")[None]
     for layer in layers:
         draw_layer(canvas, layer, margin)
     bg[:] = canvas[0, margin:-margin, margin:-margin]
-    return np.stack([l.boxes[0] for l in layers])
+    return np.stack([layer.boxes[0] for layer in layers])
 
 
 def _proposals(rng: np.random.Generator, true_boxes: np.ndarray, clutter: np.ndarray, spec: VideoSpec,
