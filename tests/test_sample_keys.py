@@ -71,8 +71,8 @@ def _run(tmp_path, name, batch_per_device, num_workers):
                   "dropout": 0.5},
         "data": {"kind": "random", "num_videos": 8, "num_classes": 3, "frames": 2, "size": 32, "boxes_per_frame": 2},
         "train": {"iterations": 3, "batch_size": 4, "batch_per_device": batch_per_device, "base_lr": 0.2,
-                  "base_batch": 4, "checkpoint_period": 3, "num_workers": num_workers, "device": "cpu", "tensorboard": False,
-                  "progress": False},
+                  "base_batch": 4, "checkpoint_period": 3, "num_workers": num_workers, "device": "cpu",
+                  "tensorboard": False, "progress": False},
         "eval": {"split": None},
     }
     data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,

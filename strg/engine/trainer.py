@@ -102,8 +102,8 @@ def train(
             metrics = run.evaluate(done)
     last = run.checkpoints.last
     # no iteration trained in this call (resume refuses that): no loss to report, not NaN
-    return {"iteration": done, "train_loss": last_loss if done > start else None, **metrics, "checkpoint": str(last) if last else None,
-            "run_dir": str(run_dir)}
+    return {"iteration": done, "train_loss": last_loss if done > start else None, **metrics,
+            "checkpoint": str(last) if last else None, "run_dir": str(run_dir)}
 
 
 def accumulation_steps(cfg: RunConfig, world_size: int) -> int:
@@ -194,8 +194,8 @@ class Run:
         t, ev = self.cfg.train, self.cfg.eval
         done, last_loss, metrics = start, float("nan"), {}
         rng_snapshot = ckpt_lib.get_rng_state()  # RNG state at the start of iteration `done`
-        bar = progress_bar(total=t.iterations, initial=start, desc="train", disable=not (t.progress and self.info.is_main),
-                   dynamic_ncols=True)
+        bar = progress_bar(total=t.iterations, initial=start, desc="train",
+                           disable=not (t.progress and self.info.is_main), dynamic_ncols=True)
         self.step.train_mode()
         try:
             while done < t.iterations:

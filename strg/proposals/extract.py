@@ -177,7 +177,7 @@ def _concat(chunks: list[dict]) -> dict:
     }
 
 
-def _write_video(store, vid: str, chunks: list[dict], result: ExtractResult, bar: tqdm) -> None:
+def _write_video(store, vid: str, chunks: list[dict], result: ExtractResult, bar) -> None:
     """Store one video's proposals in one transaction; invalid boxes from the proposer make it a
     failed video, of which nothing is written."""
     try:
