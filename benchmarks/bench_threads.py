@@ -2,7 +2,8 @@
 
 Starts ``--competitors`` busy processes (each multiplies matrices with ``--competitor-threads``
 PyTorch threads, like another training job), waits ``--settle`` seconds, then times
-``strg train configs/tiny_cpu.yaml`` twice, in a fresh run folder each time:
+``strg train configs/tiny_cpu.yaml`` (``--command demo``: ``strg demo --quick``) twice, in a fresh
+run folder each time:
 
 * ``no policy``: ``--threads`` set to PyTorch's default (the physical cores), what the command
   did before it had a thread policy;
@@ -13,6 +14,7 @@ timed commands (the policy respects it). Prints one table row per case, wall-clo
 
     python benchmarks/bench_threads.py                      # 2 competitors x 2 threads
     python benchmarks/bench_threads.py --competitors 4 --iterations 40
+    python benchmarks/bench_threads.py --command demo --loaded-only
 """
 
 from __future__ import annotations
@@ -36,12 +38,17 @@ while True:
 """
 
 
-def time_train(extra: list[str], iterations: int, workdir: Path, name: str, timeout: float) -> tuple[float, bool]:
-    """Wall-clock seconds of one ``strg train`` and whether it finished within ``timeout``."""
+def time_command(command: str, extra: list[str], iterations: int, workdir: Path, name: str,
+                 timeout: float) -> tuple[float, bool]:
+    """Wall-clock seconds of one ``strg train`` (or ``strg demo --quick``) and whether it finished
+    within ``timeout``."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "strg.cli", "train", str(ROOT / "configs" / "tiny_cpu.yaml"),
-           "--run-dir", str(workdir / name), f"train.iterations={iterations}", "train.progress=false", *extra]
+    if command == "demo":
+        cmd = [sys.executable, "-m", "strg.cli", "demo", "--quick", "--out", str(workdir / name), *extra]
+    else:
+        cmd = [sys.executable, "-m", "strg.cli", "train", str(ROOT / "configs" / "tiny_cpu.yaml"),
+               "--run-dir", str(workdir / name), f"train.iterations={iterations}", "train.progress=false", *extra]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
@@ -63,6 +70,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20, help="train.iterations of the timed run (tiny_cpu: 20)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds between starting the load and timing")
     parser.add_argument("--timeout", type=float, default=300.0, help="stop a timed run after this many seconds")
+    parser.add_argument("--command", choices=("train", "demo"), default="train",
+                        help="time strg train configs/tiny_cpu.yaml (default) or strg demo --quick")
+    parser.add_argument("--loaded-only", action="store_true", help="skip the runs without the added load")
     args = parser.parse_args()
 
     import torch
@@ -73,7 +83,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for loaded in (True, False):
+        for loaded in (True,) if args.loaded_only else (True, False):
             procs = []
             if loaded:
                 procs = [subprocess.Popen([sys.executable, "-c", COMPETITOR, str(args.competitor_threads)])
@@ -82,16 +92,17 @@ def main() -> None:
             label = f"{args.competitors} x {args.competitor_threads}-thread load" if loaded else "no added load"
             print(f"{label} (load average {os.getloadavg()[0]:.1f}):", flush=True)
             try:
-                results[(loaded, "none")] = time_train(["--threads", str(default)], args.iterations, work,
-                                                       f"nopolicy{loaded}", args.timeout)
-                results[(loaded, "policy")] = time_train([], args.iterations, work, f"policy{loaded}", args.timeout)
+                results[(loaded, "none")] = time_command(args.command, ["--threads", str(default)], args.iterations,
+                                                         work, f"nopolicy{loaded}", args.timeout)
+                results[(loaded, "policy")] = time_command(args.command, [], args.iterations, work, f"policy{loaded}",
+                                                           args.timeout)
             finally:
                 for p in procs:
                     p.kill()
                     p.wait()
     print("\n| load | no policy (s) | policy (s) | no policy / policy |")
     print("| --- | ---: | ---: | ---: |")
-    for loaded in (True, False):
+    for loaded in sorted({loaded for loaded, _ in results}, reverse=True):
         (a, a_done), (b, b_done) = results[(loaded, "none")], results[(loaded, "policy")]
         label = f"{args.competitors} x {args.competitor_threads}-thread jobs" if loaded else "none added"
         ratio = f"{a / b:.2f}" if a_done and b_done else (f"> {a / b:.1f}" if b_done else "?")

@@ -111,4 +111,10 @@ def test_config_differences():
     new = {"model": {"name": "a", "stage_blocks": [1, 1]}, "train": {"iterations": 3, "progress": False}}
     assert config_differences(old, new) == {"train.iterations": (2, 3), "train.progress": ("<unset>", False),
                                             "train.seed": (0, "<unset>")}
+    # a key a newer (or older) strg has at None is no change: checkpoints of other versions resume
+    old["model"]["backbone_source"], new["train"]["init_2d"] = None, None
+    assert "model.backbone_source" not in config_differences(old, new)
+    assert "train.init_2d" not in config_differences(old, new)
+    old["train"]["init_2d"] = "torchvision"
+    assert config_differences(old, new)["train.init_2d"] == ("torchvision", None)
     assert "train.iterations" not in FREE_ON_RESUME and "model.dropout" not in FREE_ON_RESUME

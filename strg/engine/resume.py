@@ -53,7 +53,8 @@ def _plain(v):
 
 def config_differences(old: dict, new: dict) -> dict[str, tuple]:
     """``{"section.key": (old value, new value)}`` for every key whose value differs between two
-    resolved configs (a key missing on one side counts as ``"<unset>"``)."""
+    resolved configs. A key missing on one side counts as ``"<unset>"``, except against None: a
+    key that a newer strg added with the default None (or removed, at None) is no change."""
     out = {}
     for section in sorted(set(old) | set(new)):
         a, b = old.get(section) or {}, new.get(section) or {}
@@ -63,6 +64,8 @@ def config_differences(old: dict, new: dict) -> dict[str, tuple]:
             continue
         for key in list(b) + [k for k in a if k not in b]:
             before, after = a.get(key, "<unset>"), b.get(key, "<unset>")
+            if (key not in a and after is None) or (key not in b and before is None):
+                continue  # a key another strg version added or removed, at None
             if _plain(before) != _plain(after):
                 out[f"{section}.{key}"] = (before, after)
     return out
