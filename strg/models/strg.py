@@ -47,6 +47,25 @@ class PointwiseConv3d(nn.Conv3d):
         return y.view(b, t, h, w, -1).permute(0, 4, 1, 2, 3)  # (1, d, T, H, W), channels-last memory
 
 
+def keyed_dropout(x: Tensor, p: float, keys: Tensor) -> Tensor:
+    """Dropout (training) whose mask for row i is drawn from a generator seeded with ``keys[i]``.
+
+    x (Tensor[B, F]), keys (Tensor[B] int64) -> Tensor[B, F]: ``x * mask / (1 - p)``, mask[i] of
+    Bernoulli(1 - p) draws that depend on ``keys[i]`` alone (drawn on the CPU, so the same on every
+    device), not on the batch, the process or the state of the global generator. The engine keys
+    each training sample by its place in the data stream (strg/engine/sample_keys.py).
+    """
+    if p == 0.0:
+        return x
+    gen = torch.Generator()
+    rows = []
+    for key in keys.tolist():
+        gen.manual_seed(int(key))
+        rows.append(torch.rand(x.shape[1], generator=gen) >= p)
+    mask = torch.stack(rows).to(device=x.device, dtype=x.dtype)  # (B, F)
+    return x * mask / (1.0 - p)
+
+
 class STRG(nn.Module):
     """Space-time region graph model.
 
@@ -111,10 +130,17 @@ class STRG(nn.Module):
         graph = self.graph_head(x, boxes, box_mask.bool())  # RoIAlign + GCN + node mean: (B, d)
         return torch.cat([video, graph], dim=1)  # (B, 2d)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        """features (Tensor[B, num_features]) -> logits (Tensor[B, num_classes])."""
+    def forward_head(self, features: Tensor, dropout_keys: Tensor | None = None) -> Tensor:
+        """features (Tensor[B, num_features]) -> logits (Tensor[B, num_classes]).
+
+        ``dropout_keys`` (Tensor[B] int64, training only): draw row i's dropout mask from a
+        generator seeded with ``dropout_keys[i]`` (:func:`keyed_dropout`) instead of the global one.
+        """
+        if dropout_keys is not None and self.training:
+            return self.classifier(keyed_dropout(features, self.dropout.p, dropout_keys))
         return self.classifier(self.dropout(features))
 
     def forward(self, clips: Tensor | None, boxes: Tensor | None = None, box_mask: Tensor | None = None,
-                *, backbone_features: Tensor | None = None) -> Tensor:
-        return self.forward_head(self.forward_features(clips, boxes, box_mask, backbone_features=backbone_features))
+                *, backbone_features: Tensor | None = None, dropout_keys: Tensor | None = None) -> Tensor:
+        features = self.forward_features(clips, boxes, box_mask, backbone_features=backbone_features)
+        return self.forward_head(features, dropout_keys)
