@@ -31,29 +31,29 @@ class DistInfo:
         return self.world_size > 1
 
 
-def choose_device(preference: str, local_rank: int = 0) -> torch.device:
+def choose_device(preference: str, local_rank: int = 0, *, what: str = "train.device") -> torch.device:
     """``auto``: the local rank's GPU when there is one, else the CPU. A GPU that this machine
     does not have (no CUDA, a CPU-only PyTorch, or ``cuda:N`` past the last GPU) is a ConfigError
-    naming ``train.device``."""
+    naming ``what`` (the setting the preference came from)."""
     if preference == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     try:
         device = torch.device(preference)
     except RuntimeError:
-        raise ConfigError(f"train.device: {preference!r} is not a device (auto, cpu, cuda or cuda:N)") from None
+        raise ConfigError(f"{what}: {preference!r} is not a device (auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             built = "a CPU-only PyTorch build" if torch.version.cuda is None else "no usable GPU or driver"
-            raise ConfigError(f"train.device is {preference!r} but this machine has no CUDA device ({built}); "
-                              "use train.device=cpu or auto")
+            raise ConfigError(f"{what} is {preference!r} but this machine has no CUDA device ({built}); "
+                              f"use {what}=cpu or auto")
         if device.index >= count:
-            raise ConfigError(f"train.device is {preference!r} (GPU {device.index}) but this machine has {count} "
+            raise ConfigError(f"{what} is {preference!r} (GPU {device.index}) but this machine has {count} "
                               f"CUDA device(s): cuda:0..cuda:{count - 1}")
     elif device.type != "cpu":
-        raise ConfigError(f"train.device: {preference!r} is not supported (auto, cpu, cuda or cuda:N)")
+        raise ConfigError(f"{what}: {preference!r} is not supported (auto, cpu, cuda or cuda:N)")
     return device
 
 

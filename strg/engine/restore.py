@@ -12,14 +12,6 @@ from strg.engine.run_log import RunLog
 from strg.engine.stage_checks import check_backbone_settings, check_stage_init
 
 
-def find_resume(run_dir, log: RunLog) -> tuple | None:
-    """(path, state) of the newest readable checkpoint of ``run_dir``, or None (logged)."""
-    found = ckpt_lib.latest_checkpoint(run_dir, warn=log.info)
-    if found is None:
-        log.info(f"no readable checkpoint in {run_dir / 'checkpoints'}: starting from iteration 0")
-    return found
-
-
 def restore_weights(model, cfg: RunConfig, found: tuple | None, log: RunLog) -> int:
     """Load the resumed checkpoint (with its frozen parameters) or initialise for the stage from
     ``train.init``. Returns the iteration to start from."""
