@@ -41,6 +41,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from strg.config_checks import check_settings
 from strg.data import dataset_options
 from strg.errors import ConfigError
 from strg.variants import SourceName, list_models
@@ -368,6 +369,7 @@ def validate_config(data: dict, source: str = "<config>") -> RunConfig:
         source=source,
     )
     _check_values(cfg, source)
+    check_settings(cfg, source)  # value ranges of model / train / eval keys (strg/config_checks.py)
     return cfg
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from strg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from strg.errors import ConfigError
 from strg.models.graphs import frame_pair_graphs
 
 
@@ -94,6 +95,9 @@ def explain(model, item: dict, classes: list[str], *, multi_label: bool, query: 
     fboxes = graphs["boxes"][0].cpu().numpy()  # (T', K, 4)
     fmask = graphs["mask"][0].cpu().numpy()
     k = fboxes.shape[1]
+    if query is not None and not (0 <= query[0] < t_feat and 0 <= query[1] < k):
+        raise ConfigError(f"query {query[0]},{query[1]} is outside the graph: frame 0..{t_feat - 1} (feature frames) "
+                          f"and box 0..{k - 1} (boxes per frame)")
     if query is None:
         order = sorted(range(t_feat), key=lambda t: abs(t - t_feat // 2))  # middle frame first
         query = next(((t, int(np.argmax(fmask[t]))) for t in order if fmask[t].any()), (t_feat // 2, 0))

@@ -59,7 +59,7 @@ def test_truncated_checkpoint_refused_and_resume_takes_previous(tmp_path):
     }
     run = tmp_path / "run"
     train(cfg, ["train.iterations=2"], run_dir=run)
-    train(cfg, run_dir=run, resume=True)  # continues 2 -> 4
+    train(cfg, run_dir=run, resume=True, allow_config_change=True)  # continues 2 -> 4
     (_, first), (_, last) = list_checkpoints(run)
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
@@ -69,7 +69,8 @@ def test_truncated_checkpoint_refused_and_resume_takes_previous(tmp_path):
     path, state = latest_checkpoint(run, warn=warnings.append)
     assert path == first and state["iteration"] == 2
     assert "ckpt_0000004.pt" in warnings[0]
-    out = train(cfg, run_dir=run, resume=True)  # redoes iterations 3-4 from the good checkpoint
+    # redoes iterations 3-4 from the good checkpoint, saved when the run was planned for 2 iterations
+    out = train(cfg, run_dir=run, resume=True, allow_config_change=True)
     assert out["iteration"] == 4 and load_checkpoint(last)["iteration"] == 4
 
 

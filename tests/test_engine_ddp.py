@@ -1,4 +1,5 @@
-"""2 CPU processes (torchrun, Gloo) end with the same weights as 1 process with the same global batch;
+"""2 CPU processes (torchrun, Gloo) end with the same weights as 1 process with the same global batch
+(dropout on: its masks are keyed to the sample, not to the process);
 a training process killed with SIGKILL resumes from its last checkpoint to the same weights."""
 
 import os
@@ -15,7 +16,7 @@ from strg.engine import train
 from strg.engine.checkpoint import list_checkpoints, load_checkpoint
 
 CFG = {
-    "model": {"name": "joint_gcn_r50", "width": 4, "stage_blocks": [1, 1, 1, 1], "dim": 8, "gcn_layers": 1, "dropout": 0.0},
+    "model": {"name": "joint_gcn_r50", "width": 4, "stage_blocks": [1, 1, 1, 1], "dim": 8, "gcn_layers": 1, "dropout": 0.5},
     "data": {"kind": "random", "num_videos": 8, "num_classes": 3, "frames": 2, "size": 32, "boxes_per_frame": 2, "multi_label": True, "test_clips": 2},
     "train": {"iterations": 4, "batch_size": 4, "batch_per_device": 2, "base_lr": 0.2, "base_batch": 4, "checkpoint_period": 2,
               "num_workers": 0, "device": "cpu", "tensorboard": False, "progress": False, "log_period": 2},

@@ -181,10 +181,17 @@ def test_cli_trains_the_tiny_config(tmp_path, capsys):
     assert main(["train", str(tiny_cfg), "train.iterations=2", "train.progress=false", "eval.max_videos=2", "--run-dir", str(run)]) == 0
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert final["iteration"] == 2 and final["num_videos"] == 2 and final["checkpoint"].endswith("ckpt_0000002.pt")
-    assert main(["train", str(tiny_cfg), "train.iterations=3", "train.progress=false", "eval.split=null", "--run-dir", str(run), "--resume"]) == 0
+    longer = ["train", str(tiny_cfg), "train.iterations=3", "train.progress=false", "eval.split=null",
+              "--run-dir", str(run), "--resume"]
+    saved = (run / "config.yaml").read_text()
+    assert main(longer) == 2  # a changed schedule needs --allow-config-change
+    assert "train.iterations: 2 -> 3" in capsys.readouterr().err and (run / "config.yaml").read_text() == saved
+    assert main(longer + ["--allow-config-change"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out.strip().splitlines()[-1])["iteration"] == 3
-    assert "config changed since: train.iterations" in (run / "log.txt").read_text()
+    log = (run / "log.txt").read_text()
+    assert "settings changed since: " in log and "train.iterations: 2 -> 3" in log
+    assert "iterations: 3" in (run / "config.yaml").read_text()
 
 
 def test_init_2d_and_backbone_checkpoint_together_are_refused(tmp_path):
@@ -242,6 +249,29 @@ def test_cache_features_trains_the_graph_stage_as_without(tmp_path):
         train(cfg, run_dir=tmp_path / "jitter", train_set=Jittered(data, at=10**9))
 
 
+@pytest.mark.slow
+def test_tiny_config_longer_run_stays_finite_and_learns(tmp_path):
+    """configs/tiny_cpu.yaml with more iterations (its documented use): finite loss all the way,
+    and what it learns on train holds on val (the class colours are shared by the splits)."""
+    from pathlib import Path
+
+    tiny_cfg = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
+    run = tmp_path / "long"
+    out = train(tiny_cfg, ["train.iterations=300", "train.checkpoint_period=300", "train.progress=false"], run_dir=run)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["split"] == "train"]
+    assert len(losses) == 60 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+    assert out["top1"] >= 0.75  # 4 classes: chance is 0.25
+    assert "frozen BatchNorm" not in (run / "log.txt").read_text()
+
+
+def test_frozen_bn_from_scratch_is_warned(tmp_path):
+    run = tmp_path / "run"
+    train(tiny(iterations=1), run_dir=run)  # frozen_bn (the paper's default), no pretrained weights
+    assert "warning: the backbone starts from random weights with frozen BatchNorm" in (run / "log.txt").read_text()
+
+
 def test_library_reports_reach_the_terminal_and_the_run_log(tmp_path, capsys):
     """`strg train` configures logging: build_model's weight report shows in the terminal and log.txt."""
     import yaml
@@ -276,7 +306,7 @@ def test_starting_weights_only_for_a_run_that_starts_from_them(tmp_path):
     graph["model"]["inflate_from"] = gone
     train(graph, run_dir=tmp_path / "graph")
     graph["train"]["iterations"] = 2
-    assert train(graph, run_dir=tmp_path / "graph", resume=True)["iteration"] == 2
+    assert train(graph, run_dir=tmp_path / "graph", resume=True, allow_config_change=True)["iteration"] == 2
     graph["eval"] = {"split": "val", "num_workers": 0}
     assert evaluate(graph, checkpoint=tmp_path / "graph")["num_videos"] == 8
 

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from strg.threads import add_threads_argument, apply_thread_policy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small preset, about 20 s on 2 CPU cores (CI smoke test)")
     parser.add_argument("--out", default="strg-demo", help="report folder (default ./strg-demo)")
-    parser.add_argument("--seed", type=int, default=0, help="data and training seed; the same seed gives the same table")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="data and training seed; the same seed and the same --threads give the same table "
+                             "(the number of threads changes the floating-point sums)")
     parser.add_argument("--variant", choices=("something", "charades"), default="something",
                         help="single-label Something-Something format (top-1/top-5) or multi-label Charades format (mAP)")
     parser.add_argument("--data-dir", default=None, help="synthetic data folder (default OUT/data/...; reused when the settings match)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a preset value, e.g. --set backbone_iters=1000 (see strg/demo.py PRESETS)")
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from strg.demo import run_demo
+    from strg.demo import PRESETS, run_demo
     from strg.errors import ConfigError
 
     overrides = {}
@@ -29,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"demo: --set {item!r}: expected KEY=VALUE")
         v = yaml.safe_load(value)
         overrides[key.strip()] = tuple(v) if isinstance(v, list) else v
+    workers = overrides.get("num_workers", PRESETS["quick" if args.quick else "default"].num_workers)
+    apply_thread_policy(args.threads, workers=workers if isinstance(workers, int) else 0,
+                        say=lambda text: print(f"strg demo: {text}", file=sys.stderr))
     run_demo(args.out, quick=args.quick, seed=args.seed, variant=args.variant, data_dir=args.data_dir,
              overrides=overrides)
     return 0

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+from strg.threads import add_threads_argument, apply_thread_policy
 
 
 def add_arguments(parser) -> None:
@@ -12,11 +15,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint file, or a run folder (its newest checkpoint)")
     parser.add_argument("--split", default=None, help="split to evaluate (default: eval.split of the config)")
     parser.add_argument("--predictions", default=None, help="predictions file, Charades format (default: next to the checkpoint)")
+    add_threads_argument(parser)
 
 
 def run(args) -> int:
+    from strg.config import load_config
     from strg.engine import evaluate
     from strg.engine.checkpoint import resolve_init
+
+    workers = load_config(args.config, args.overrides).eval.num_workers
+    apply_thread_policy(args.threads, workers=workers, say=lambda text: print(f"strg eval: {text}", file=sys.stderr))
 
     predictions = args.predictions
     if predictions is None:

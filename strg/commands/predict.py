@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from strg.errors import ConfigError
+from strg.threads import add_threads_argument, apply_thread_policy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on a GPU")
     parser.add_argument("--quiet", action="store_true", help="no per-video lines and no progress")
+    add_threads_argument(parser)
 
 
 def _proposer(args, top_k: int):
@@ -140,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give either --proposals or --no-boxes, not both")
     if args.top_k < 1 or args.batch_size < 1 or args.timeline_classes < 1:
         raise ConfigError("--top-k, --batch-size and --timeline-classes must be at least 1")
-    videos = collect_videos(args.videos)  # DataError for a folder without videos, a missing path
+    say = None if args.quiet else (lambda text: print(f"strg predict: {text}", file=sys.stderr))
+    apply_thread_policy(args.threads, say=say)  # decoding runs in this process: no loader workers
+    videos = collect_videos(args.videos)  # DataError for a folder without videos, a glob without match
     if not videos:
         raise ConfigError("no videos given")
     pred = load_predictor(args.run, args.set, proposals=args.proposals, no_boxes=args.no_boxes,

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from strg.errors import ConfigError
+from strg.threads import add_threads_argument, apply_thread_policy
 
 # paper section 6.1: 50 proposals per frame on Charades, 10 on Something-Something. With a
 # config, the default is the dataset's own `max_boxes` (the boxes training reads per frame).
@@ -58,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("--source-fps", type=float, default=None,
                     help="frame rate of frame folders (default: the config's frames_fps, else 24 as Charades)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_argument(ex)
 
     mg = sub.add_parser("merge", help="merge the shards of a multi-process extraction into its store",
                         description="Copy every shard STORE.rankN (written by `torchrun ... proposals extract`) "
@@ -120,6 +122,8 @@ def _extract(args) -> int:
 
     if not args.config and not args.videos:
         raise ConfigError("give a CONFIG, or --videos PATH... with your own videos")
+    apply_thread_policy(args.threads, workers=args.workers,
+                        say=lambda text: print(f"strg proposals extract: {text}", file=sys.stderr))
     videos, defaults = [], {}
     if args.config:
         videos, defaults = _dataset_videos(args.config, args.overrides, args.split)

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from strg.data.datasets import VideoRecord
 from strg.data.options import RandomOptions
+from strg.errors import ConfigError
 
 
 class RandomClips(Dataset):
@@ -34,6 +35,7 @@ class RandomClips(Dataset):
         multi_label: bool,
         num_clips: int,
         seed: int,
+        palette_seed: int | None = None,
     ):
         self.videos = [VideoRecord(f"video{v:05d}", path="") for v in range(num_videos)]
         self.classes = [f"class {c}" for c in range(num_classes)]
@@ -41,7 +43,8 @@ class RandomClips(Dataset):
         self.frames, self.size, self.k = frames, size, boxes_per_frame
         self.max_boxes = boxes_per_frame
         self.num_clips, self.seed = num_clips, seed
-        g = torch.Generator().manual_seed(seed)
+        # the class colours: one palette for all splits of a seed, so that what is learnt on train holds on val
+        g = torch.Generator().manual_seed(seed if palette_seed is None else palette_seed)
         self.palette = torch.randn(num_classes, 3, generator=g)  # (C, 3) class colours
 
     def __len__(self) -> int:
@@ -80,8 +83,14 @@ class RandomClips(Dataset):
 
 
 def random_clips(o: RandomOptions, *, split: str, training: bool) -> RandomClips:
-    """The ``random`` dataset kind (see the module docstring). ``split`` changes the seed, so
-    train and val differ; ``test_clips`` clips per video when ``training`` is False."""
+    """The ``random`` dataset kind (see the module docstring). ``split`` changes the seed of the
+    clips and labels, so train and val differ, not the class colours; ``test_clips`` clips per
+    video when ``training`` is False."""
+    for key in ("num_videos", "num_classes", "frames", "size", "test_clips"):
+        if getattr(o, key) < 1:
+            raise ConfigError(f"data.{key} must be >= 1 for the random kind, got {getattr(o, key)}")
+    if o.boxes_per_frame < 0:
+        raise ConfigError(f"data.boxes_per_frame must be >= 0, got {o.boxes_per_frame}")
     split_seed = {"train": 0, "val": 1, "test": 2}.get(split, 3)
     return RandomClips(
         num_videos=o.num_videos,
@@ -92,4 +101,5 @@ def random_clips(o: RandomOptions, *, split: str, training: bool) -> RandomClips
         multi_label=o.multi_label,
         num_clips=1 if training else o.test_clips,
         seed=o.seed * 10 + split_seed,
+        palette_seed=o.seed,
     )

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from strg.config import RunConfig, load_config
 from strg.data.collate import make_collate
@@ -31,6 +30,7 @@ from strg.engine.distributed import DistInfo, ShardSampler, all_gather_objects
 from strg.engine.stage_checks import check_backbone_settings
 from strg.errors import ConfigError, DataError
 from strg.metrics import charades_map, topk_accuracy, write_submission
+from strg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +66,14 @@ def forward(model, batch: dict, uses_boxes: bool) -> torch.Tensor:
 
     A batch of cached backbone outputs (``features``, :mod:`strg.engine.feature_cache`) skips the
     backbone."""
+    # training batches carry one key per sample: dropout keyed to the sample (engine/sample_keys.py)
+    keyed = {"dropout_keys": batch["sample_keys"]} if "sample_keys" in batch else {}
     if "features" in batch:
         boxes = (batch["boxes"], batch["box_mask"]) if uses_boxes else ()
-        return model(None, *boxes, backbone_features=batch["features"])
+        return model(None, *boxes, backbone_features=batch["features"], **keyed)
     if uses_boxes:
-        return model(batch["clips"], batch["boxes"], batch["box_mask"])
-    return model(batch["clips"])
+        return model(batch["clips"], batch["boxes"], batch["box_mask"], **keyed)
+    return model(batch["clips"], **keyed)
 
 
 @torch.no_grad()
@@ -140,7 +142,7 @@ def _score_shard(model, loader, info: DistInfo, *, amp: str, probabilities: bool
     model.eval()
     video_index, clip_scores, targets = [], [], {}
     skipped = 0
-    bar = tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False, dynamic_ncols=True)
+    bar = progress_bar(loader, desc="eval", disable=not (progress and info.is_main), leave=False, dynamic_ncols=True)
     for batch in bar:
         skipped += batch.get("num_skipped", 0)
         if "clips" not in batch:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from strg.engine.evaluator import autocast_context
 from strg.errors import ConfigError
+from strg.progress import progress_bar
 
 __all__ = ["CachedFeatures", "build_feature_cache", "collate_features", "check_repeatable"]
 
@@ -152,7 +152,7 @@ def _build(model, dataset, *, collate_fn, device, amp, batch_size, num_workers, 
     feats, boxes, masks, targets = [], [], [], []
     t0 = time.time()
     limit = _memory_bytes()
-    for batch in tqdm(loader, desc="cache features", disable=not progress, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc="cache features", disable=not progress, dynamic_ncols=True):
         if "clips" not in batch or batch.get("num_skipped", 0):
             raise ConfigError(f"{source}: train.cache_features: some training videos could not be read; fix or remove them first")
         with autocast_context(device, amp):

@@ -7,20 +7,9 @@ import torch
 
 from strg.config import RunConfig
 from strg.engine import checkpoint as ckpt_lib
+from strg.engine.resume import describe_changes
 from strg.engine.run_log import RunLog
-from strg.engine.stage_checks import (
-    changed_keys,
-    check_backbone_settings,
-    check_stage_init,
-)
-
-
-def find_resume(run_dir, log: RunLog) -> tuple | None:
-    """(path, state) of the newest readable checkpoint of ``run_dir``, or None (logged)."""
-    found = ckpt_lib.latest_checkpoint(run_dir, warn=log.info)
-    if found is None:
-        log.info(f"no readable checkpoint in {run_dir / 'checkpoints'}: starting from iteration 0")
-    return found
+from strg.engine.stage_checks import check_backbone_settings, check_stage_init
 
 
 def restore_weights(model, cfg: RunConfig, found: tuple | None, log: RunLog) -> int:
@@ -33,8 +22,8 @@ def restore_weights(model, cfg: RunConfig, found: tuple | None, log: RunLog) -> 
         for name, p in model.named_parameters():
             p.requires_grad_(name not in frozen)
         start = int(state["iteration"])
-        changed = changed_keys(state.get("config") or {}, cfg.to_dict())
-        since = f"; config changed since: {', '.join(changed)}" if changed else ""
+        changed = describe_changes(state.get("config") or {}, cfg.to_dict())  # allowed by engine/resume.py
+        since = f"; settings changed since: {'; '.join(changed)}" if changed else ""
         log.info(f"resumed from {path} (iteration {start}){since}")
         return start
     check_stage_init(cfg)

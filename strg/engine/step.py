@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from strg.engine import distributed as dist_lib
 from strg.engine.evaluator import autocast_context, forward, pin_batches, to_device
+from strg.engine.sample_keys import KeyedCollate, KeyedItems
 from strg.errors import StrgError
 
 
@@ -27,16 +28,18 @@ class TrainingDiverged(StrgError, RuntimeError):
 
 def train_batches(dataset, *, first: int, stop: int, global_batch: int, batch_per_device: int, seed: int, info,
                   num_workers: int, collate_fn):
-    """Micro-batches for iterations [first, stop). A fresh loader (and worker seeds drawn from a
-    generator seeded by the iteration) per segment between checkpoints, so a resumed run sees the
-    same data and augmentation as an uninterrupted one."""
+    """Micro-batches for iterations [first, stop), a fresh loader per segment between checkpoints.
+    Each item is read with the global generators seeded by its position in the data stream, and
+    its batch carries that key for its dropout mask (:mod:`strg.engine.sample_keys`), so a resumed
+    run, and a run on any number of processes or workers, sees the same data and augmentation."""
     sampler = dist_lib.IterationBatchSampler(
         len(dataset), global_batch=global_batch, batch_per_device=batch_per_device,
-        rank=info.rank, world_size=info.world_size, seed=seed, start=first, stop=stop,
+        rank=info.rank, world_size=info.world_size, seed=seed, start=first, stop=stop, with_positions=True,
     )
     gen = torch.Generator().manual_seed(seed * 1_000_003 + first * 101 + info.rank)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
-                        pin_memory=pin_batches(dataset, info.device), generator=gen, persistent_workers=False)
+    loader = DataLoader(KeyedItems(dataset, seed), batch_sampler=sampler, num_workers=num_workers,
+                        collate_fn=KeyedCollate(collate_fn), pin_memory=pin_batches(dataset, info.device),
+                        generator=gen, persistent_workers=False)
     return iter(loader)
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from strg.config import RunConfig, load_config, save_config
 from strg.engine import checkpoint as ckpt_lib
@@ -35,11 +34,14 @@ from strg.engine.build import RunData, build_run
 from strg.engine.evaluator import evaluate_model, resolve_amp
 from strg.engine.feature_cache import build_feature_cache, collate_features
 from strg.engine.optim import Optimization
-from strg.engine.restore import find_resume, restore_training_state, restore_weights
+from strg.engine.restore import restore_training_state, restore_weights
+from strg.engine.resume import find_resume_point
 from strg.engine.run_log import RunLog, TrainMeter
+from strg.engine.setup_checks import frozen_bn_from_scratch
 from strg.engine.stage_checks import check_cache_features
 from strg.engine.step import TrainStep, train_batches
 from strg.errors import ConfigError
+from strg.progress import progress_bar
 
 
 def default_run_dir(config) -> Path:
@@ -53,6 +55,7 @@ def train(
     run_dir: str | os.PathLike | None = None,
     *,
     resume: bool = False,
+    allow_config_change: bool = False,
     train_set=None,
     val_set=None,
 ) -> dict:
@@ -61,7 +64,9 @@ def train(
     Args:
         run_dir: the run folder (default ``runs/<config name>``): config.yaml, log.txt,
             metrics.jsonl, tensorboard/, checkpoints/, predictions_<split>.txt.
-        resume: continue from the newest readable checkpoint of ``run_dir``.
+        resume: continue from the newest readable checkpoint of ``run_dir``; refused when it would
+            train nothing or when settings changed (:mod:`strg.engine.resume`).
+        allow_config_change: with ``resume``, continue with changed settings (they are logged).
         train_set, val_set: datasets to use instead of those of the config's ``data`` section.
 
     Returns:
@@ -73,15 +78,22 @@ def train(
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     info = dist_lib.setup(cfg.train.device)
     accum = accumulation_steps(cfg, info.world_size)
-    prepare_run_dir(run_dir, cfg, info, resume=resume)
+    # resume: refused (nothing written) when it would train nothing or change settings
+    point = find_resume_point(run_dir, cfg, allow_config_change=allow_config_change) if resume else None
+    prepare_run_dir(run_dir, cfg, info, resume=resume,
+                    write_config=point is None or point.rewrite_config or not (run_dir / "config.yaml").is_file())
     with RunLog(run_dir, info.is_main, cfg.train.tensorboard) as log:
-        for note in source_notes:
+        for note in source_notes + (point.notes if point else []):
             log.info(note)
-        found = find_resume(run_dir, log) if resume else None
+        found = (point.path, point.state) if point else None
+        if resume and point is None:
+            log.info(f"no readable checkpoint in {run_dir / 'checkpoints'}: starting from iteration 0")
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         model, data = build_run(cfg, starting_weights=found is None and cfg.train.init is None,
                                 train_set=train_set, val_set=val_set)
         start = restore_weights(model, cfg, found, log)
+        if found is None and (warning := frozen_bn_from_scratch(cfg)):
+            log.info(warning)
         run = Run.setup(cfg, model, data, info=info, accum=accum, run_dir=run_dir, log=log, found=found, start=start)
         done, last_loss, metrics = run.loop(start)
         if run.meter.skipped:
@@ -89,8 +101,9 @@ def train(
         if cfg.eval.split is not None and data.val_set is not None:
             metrics = run.evaluate(done)
     last = run.checkpoints.last
-    return {"iteration": done, "train_loss": last_loss, **metrics, "checkpoint": str(last) if last else None,
-            "run_dir": str(run_dir)}
+    # no iteration trained in this call (resume refuses that): no loss to report, not NaN
+    return {"iteration": done, "train_loss": last_loss if done > start else None, **metrics,
+            "checkpoint": str(last) if last else None, "run_dir": str(run_dir)}
 
 
 def accumulation_steps(cfg: RunConfig, world_size: int) -> int:
@@ -105,9 +118,9 @@ def accumulation_steps(cfg: RunConfig, world_size: int) -> int:
     return t.batch_size // per_step
 
 
-def prepare_run_dir(run_dir: Path, cfg: RunConfig, info, *, resume: bool) -> None:
-    """Refuse a folder with checkpoints unless resuming; rank 0 writes config.yaml and removes
-    files left by a process killed mid-write."""
+def prepare_run_dir(run_dir: Path, cfg: RunConfig, info, *, resume: bool, write_config: bool = True) -> None:
+    """Refuse a folder with checkpoints unless resuming; rank 0 writes config.yaml (when
+    ``write_config``) and removes files left by a process killed mid-write."""
     existing = ckpt_lib.list_checkpoints(run_dir)
     if existing and not resume:
         raise ConfigError(
@@ -116,7 +129,8 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig, info, *, resume: bool) -> Non
         )
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        if write_config:
+            save_config(cfg, run_dir / "config.yaml")
         for stale in (run_dir / "checkpoints").glob("*.tmp*"):
             stale.unlink()
     dist_lib.barrier(info)
@@ -182,8 +196,8 @@ class Run:
         t, ev = self.cfg.train, self.cfg.eval
         done, last_loss, metrics = start, float("nan"), {}
         rng_snapshot = ckpt_lib.get_rng_state()  # RNG state at the start of iteration `done`
-        bar = tqdm(total=t.iterations, initial=start, desc="train", disable=not (t.progress and self.info.is_main),
-                   dynamic_ncols=True)
+        bar = progress_bar(total=t.iterations, initial=start, desc="train",
+                           disable=not (t.progress and self.info.is_main), dynamic_ncols=True)
         self.step.train_mode()
         try:
             while done < t.iterations:

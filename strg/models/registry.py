@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+from strg.errors import ConfigError
 from strg.models.backbone import i3d_resnet
 from strg.models.gcn import RegionGraphHead
 from strg.models.strg import STRG
@@ -26,6 +27,60 @@ from strg.variants import HEADS, SourceName, list_models, parse_name
 __all__ = ["build_model", "list_models", "parse_name"]
 
 logger = logging.getLogger(__name__)
+
+
+ROI_IMPLS = ("auto", "sparse", "matmul", "roi_align")
+
+
+def _positive_ints(value, count: int) -> bool:
+    """True when ``value`` is a sequence of ``count`` ints >= 1."""
+    return isinstance(value, (list, tuple)) and len(value) == count and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+
+
+def check_build_args(**kwargs) -> list[tuple[str, str]]:
+    """The problems of ``build_model`` keyword arguments, as (argument, what is wrong) pairs.
+
+    Checked before anything is built, so that a bad value is reported by name (the config reports
+    it as ``model.<argument>``) instead of failing deep inside a layer. Only the arguments given
+    are checked; a value of None means the variant's default.
+    """
+    problems = []
+
+    def at_least(key: str, low: int) -> None:
+        v = kwargs.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            problems.append((key, f"must be an integer >= {low}, got {v!r}"))
+
+    for key in ("num_classes", "width", "dim", "gcn_layers", "in_channels"):
+        at_least(key, 1)
+    if kwargs.get("pool2_kernel") is not None and kwargs["pool2_kernel"] not in (1, 2, 3):
+        why = f"must be 1, 2 or 3 (the paper: 3; Caffe2 / PySlowFast: 2), got {kwargs['pool2_kernel']!r}"
+        problems.append(("pool2_kernel", why))
+    if kwargs.get("stage_blocks") is not None and not _positive_ints(kwargs["stage_blocks"], 4):
+        problems.append(("stage_blocks", f"must be 4 integers >= 1 (res2..res5), got {kwargs['stage_blocks']!r}"))
+    if kwargs.get("temporal_strides") is not None and not _positive_ints(kwargs["temporal_strides"], 3):
+        why = f"must be 3 integers >= 1 (conv1, pool1, pool2), got {kwargs['temporal_strides']!r}"
+        problems.append(("temporal_strides", why))
+    p = kwargs.get("dropout")
+    if p is not None and not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
+        problems.append(("dropout", f"must be a probability in [0, 1) (1 would zero every feature), got {p!r}"))
+    if kwargs.get("roi_impl") is not None and kwargs["roi_impl"] not in ROI_IMPLS:
+        problems.append(("roi_impl", f"must be one of {', '.join(map(repr, ROI_IMPLS))}, got {kwargs['roi_impl']!r}"))
+    return problems
+
+
+# the build_model arguments that check_build_args checks
+_CHECKED = ("num_classes", "width", "stage_blocks", "dim", "pool2_kernel", "temporal_strides", "gcn_layers", "dropout",
+            "in_channels", "roi_impl")
+
+
+def _checked_variant(name: str, arguments: dict) -> tuple[bool, str, int]:
+    """parse_name(name), once the build_model ``arguments`` (its locals) pass check_build_args
+    (ConfigError naming each bad one otherwise)."""
+    if problems := check_build_args(**{k: v for k, v in arguments.items() if k in _CHECKED}):
+        raise ConfigError(f"build_model({name!r}): " + "; ".join(f"{key}: {why}" for key, why in problems))
+    return parse_name(name)
 
 
 def _backbone(depth: int, *, inflate_from, backbone_checkpoint, backbone_source, pool2_kernel, **kwargs):
@@ -111,7 +166,7 @@ def build_model(
             ``"roi_align"`` (torchvision's kernel): the same values (tested), see
             :mod:`strg.models.region`.
     """
-    nonlocal_, head, depth = parse_name(name)
+    nonlocal_, head, depth = _checked_variant(name, locals())
     backbone = _backbone(
         depth, inflate_from=inflate_from, backbone_checkpoint=backbone_checkpoint, backbone_source=backbone_source,
         width=width, stage_blocks=stage_blocks, nonlocal_=nonlocal_, pool2_kernel=pool2_kernel,

@@ -48,6 +48,25 @@ class PointwiseConv3d(nn.Conv3d):
         return y.view(b, t, h, w, -1).permute(0, 4, 1, 2, 3)  # (1, d, T, H, W), channels-last memory
 
 
+def keyed_dropout(x: Tensor, p: float, keys: Tensor) -> Tensor:
+    """Dropout (training) whose mask for row i is drawn from a generator seeded with ``keys[i]``.
+
+    x (Tensor[B, F]), keys (Tensor[B] int64) -> Tensor[B, F]: ``x * mask / (1 - p)``, mask[i] of
+    Bernoulli(1 - p) draws that depend on ``keys[i]`` alone (drawn on the CPU, so the same on every
+    device), not on the batch, the process or the state of the global generator. The engine keys
+    each training sample by its place in the data stream (strg/engine/sample_keys.py).
+    """
+    if p == 0.0:
+        return x
+    gen = torch.Generator()
+    rows = []
+    for key in keys.tolist():
+        gen.manual_seed(int(key))
+        rows.append(torch.rand(x.shape[1], generator=gen) >= p)
+    mask = torch.stack(rows).to(device=x.device, dtype=x.dtype)  # (B, F)
+    return x * mask / (1.0 - p)
+
+
 class STRG(nn.Module):
     """Space-time region graph model.
 
@@ -117,19 +136,26 @@ class STRG(nn.Module):
         graph = self.graph_head(x, boxes, box_mask.bool(), graphs)  # RoIAlign + GCN + node mean: (B, d)
         return torch.cat([video, graph], dim=1)  # (B, 2d)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        """features (Tensor[B, num_features]) -> logits (Tensor[B, num_classes])."""
+    def forward_head(self, features: Tensor, dropout_keys: Tensor | None = None) -> Tensor:
+        """features (Tensor[B, num_features]) -> logits (Tensor[B, num_classes]).
+
+        ``dropout_keys`` (Tensor[B] int64, training only): draw row i's dropout mask from a
+        generator seeded with ``dropout_keys[i]`` (:func:`keyed_dropout`) instead of the global one.
+        """
+        if dropout_keys is not None and self.training:
+            return self.classifier(keyed_dropout(features, self.dropout.p, dropout_keys))
         return self.classifier(self.dropout(features))
 
     def forward(self, clips: Tensor | None, boxes: Tensor | None = None, box_mask: Tensor | None = None,
-                *, backbone_features: Tensor | None = None, return_graphs: bool = False):
+                *, backbone_features: Tensor | None = None, dropout_keys: Tensor | None = None,
+                return_graphs: bool = False):
         """logits (Tensor[B, C]); with ``return_graphs=True``, ``(logits, graphs)``: the region graphs
         this very pass built (paper Fig. 3, 4), a dict with ``boxes`` (Tensor[B, T', K, 4]) and
         ``mask`` (Tensor[B, T', K]) on the feature frames, ``sim`` (Tensor[B, T'*K, T'*K], the first
         GCN layer's G_sim; similarity branch), ``front`` and ``back`` (Tensor[B, T'-1, K, K];
         spatial-temporal branch). The I3D baseline has no graph: only ``boxes`` and ``mask`` (when
-        boxes are given); without boxes the dict is empty."""
+        boxes are given); without boxes the dict is empty. ``dropout_keys``: see :meth:`forward_head`."""
         graphs: dict | None = {} if return_graphs else None
-        logits = self.forward_head(self.forward_features(clips, boxes, box_mask, backbone_features=backbone_features,
-                                                         graphs=graphs))
+        features = self.forward_features(clips, boxes, box_mask, backbone_features=backbone_features, graphs=graphs)
+        logits = self.forward_head(features, dropout_keys)
         return (logits, graphs) if return_graphs else logits

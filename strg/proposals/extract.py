@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from tqdm import tqdm
 
 from strg.errors import DataError
+from strg.progress import progress_bar
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -177,7 +177,7 @@ def _concat(chunks: list[dict]) -> dict:
     }
 
 
-def _write_video(store, vid: str, chunks: list[dict], result: ExtractResult, bar: tqdm) -> None:
+def _write_video(store, vid: str, chunks: list[dict], result: ExtractResult, bar) -> None:
     """Store one video's proposals in one transaction; invalid boxes from the proposer make it a
     failed video, of which nothing is written."""
     try:
@@ -242,7 +242,7 @@ def extract_proposals(
         use_amp = amp and device.type == "cuda"
         autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
         pending: dict[str, list[dict]] = {}
-        bar = tqdm(total=len(todo), unit="video", desc="proposals", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(todo), unit="video", desc="proposals", disable=not progress, dynamic_ncols=True)
         with bar:
             for item in loader:
                 vid = item["video_id"]

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from strg.engine.distributed import choose_device
 from strg.proposals.extract import ExtractResult, VideoEntry, extract_proposals
 
 #: how long a rank may wait for the others at a barrier
@@ -158,13 +159,9 @@ def extract_proposals_sharded(
 
 
 def rank_device(preference: str | None, local_rank: int) -> torch.device:
-    """The detector's device of a rank: ``preference``, or ``cuda:LOCAL_RANK`` when there is a GPU."""
-    if preference:
-        device = torch.device(preference)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    """The detector's device of a rank: ``preference``, or ``cuda:LOCAL_RANK`` when there is a GPU.
+    A GPU this machine does not have is a ConfigError naming ``--device``."""
+    device = choose_device(preference or "auto", local_rank, what="--device")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
