@@ -123,7 +123,8 @@ class TrainConfig:
     log_period: int = 20  # iterations between metrics.jsonl / TensorBoard records
     eval_period: int = 0  # iterations between evaluations on the val split; 0: at the end only
     grad_clip: Optional[float] = None  # max gradient norm (not in the paper)
-    cache_features: bool = False  # stage graph: compute the frozen backbone's output once (small data; engine/feature_cache.py)
+    # stage graph: compute the frozen backbone's output once (small data; engine/feature_cache.py)
+    cache_features: bool = False
     cache_dir: Optional[str] = None  # with cache_features: save the cache here and reuse it across runs
     num_workers: int = 4  # DataLoader worker processes per rank
     progress: bool = True  # tqdm progress bar (rank 0)
@@ -285,7 +286,8 @@ def check_value(key: str, value: Any, tp: Any, source: str = "<config>") -> Any:
             fail(f" ({len(args)} items needed)")
         item_tp = args[0] if args else Any
         items = [
-            check_value(f"{key}[{i}]", v, args[i] if origin is tuple and args and args[-1] is not Ellipsis else item_tp, source)
+            check_value(f"{key}[{i}]", v,
+                        args[i] if origin is tuple and args and args[-1] is not Ellipsis else item_tp, source)
             for i, v in enumerate(value)
         ]
         return tuple(items) if (origin is tuple or tp is tuple) else items

@@ -23,7 +23,8 @@ def test_defaults_are_the_papers():
 
 
 def test_overrides_are_yaml_scalars():
-    cfg = load_config(TINY, ["train.base_lr=1e-3", "model.stage_blocks=[2,2,2,2]", "train.init=null", "train.amp=bf16", "data.multi_label=true"])
+    cfg = load_config(TINY, ["train.base_lr=1e-3", "model.stage_blocks=[2,2,2,2]", "train.init=null", "train.amp=bf16",
+                             "data.multi_label=true"])
     assert cfg.train.base_lr == pytest.approx(1e-3) and isinstance(cfg.train.base_lr, float)
     assert list(cfg.model.stage_blocks) == [2, 2, 2, 2]
     assert cfg.train.init is None and cfg.train.amp == "bf16" and cfg.data.options.multi_label is True
@@ -135,7 +136,8 @@ def test_model_names_are_the_registrys():
 
     for name in list_models():
         load_config({**TINY, "model": {"name": name}})
-    assert build_model("nl_st_gcn_r101", num_classes=2, width=4, stage_blocks=(1, 1, 1, 1), dim=8).variant == "nl_st_gcn_r101"
+    model = build_model("nl_st_gcn_r101", num_classes=2, width=4, stage_blocks=(1, 1, 1, 1), dim=8)
+    assert model.variant == "nl_st_gcn_r101"
 
 
 def test_train_init_2d_is_read_as_model_inflate_from(caplog):

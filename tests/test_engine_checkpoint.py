@@ -76,7 +76,8 @@ def test_truncated_checkpoint_refused_and_resume_takes_previous(tmp_path):
 
 def test_mismatch_lists_keys_and_models(tmp_path):
     path = tmp_path / "joint.pt"
-    save_checkpoint(path, {"iteration": 1, "variant": "joint_gcn_r50", "num_classes": 3, "model": small("joint_gcn_r50").state_dict()})
+    save_checkpoint(path, {"iteration": 1, "variant": "joint_gcn_r50", "num_classes": 3,
+                           "model": small("joint_gcn_r50").state_dict()})
     state = load_checkpoint(path)
     with pytest.raises(CheckpointError) as e:
         load_model_state(small("joint_gcn_r50", num_classes=5), state, path)
@@ -88,7 +89,8 @@ def test_mismatch_lists_keys_and_models(tmp_path):
     msg = str(e.value)
     assert re.search(r"\d+ not in the model \(graph_head \d+, reduce 2\)", msg) and "graph_head.sim" in msg
     with pytest.raises(CheckpointError, match="needs the whole backbone"):
-        load_for_stage(build_model("joint_gcn_r50", num_classes=3, width=8, stage_blocks=(1, 1, 1, 1)), state, "graph", path)
+        load_for_stage(build_model("joint_gcn_r50", num_classes=3, width=8, stage_blocks=(1, 1, 1, 1)),
+                       state, "graph", path)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

@@ -120,12 +120,14 @@ class Poisoned(Interrupting):
 
 
 def test_nan_loss_stops_naming_iteration_and_checkpoint(tmp_path):
-    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32, boxes_per_frame=2)
+    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
+                         boxes_per_frame=2)
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"at iteration 5.*ckpt_0000003\.pt"):
         train(tiny(), run_dir=run, train_set=Poisoned(data, at=9))  # 2 reads per iteration
     state = load_checkpoint(list_checkpoints(run)[-1][1])
-    assert state["iteration"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert state["iteration"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values()
+                                           if v.is_floating_point())
 
 
 def test_stagewise_training(tmp_path):
@@ -150,7 +152,8 @@ def test_stagewise_training(tmp_path):
     joint["model"]["frozen_bn"] = False
     train(joint, run_dir=tmp_path / "joint")
     j = weights(tmp_path / "joint")
-    changed = [k for k in j if k.startswith("backbone.") and j[k].is_floating_point() and not torch.equal(j[k], g["model"][k])]
+    changed = [k for k in j
+               if k.startswith("backbone.") and j[k].is_floating_point() and not torch.equal(j[k], g["model"][k])]
     assert changed  # the joint stage trains the backbone again
 
     with pytest.raises(ConfigError, match="train.init is required"):
@@ -178,7 +181,8 @@ def test_cli_trains_the_tiny_config(tmp_path, capsys):
 
     tiny_cfg = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
     run = tmp_path / "tiny"
-    assert main(["train", str(tiny_cfg), "train.iterations=2", "train.progress=false", "eval.max_videos=2", "--run-dir", str(run)]) == 0
+    assert main(["train", str(tiny_cfg), "train.iterations=2", "train.progress=false", "eval.max_videos=2",
+                 "--run-dir", str(run)]) == 0
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert final["iteration"] == 2 and final["num_videos"] == 2 and final["checkpoint"].endswith("ckpt_0000002.pt")
     longer = ["train", str(tiny_cfg), "train.iterations=3", "train.progress=false", "eval.split=null",
@@ -223,14 +227,16 @@ def test_cache_features_trains_the_graph_stage_as_without(tmp_path):
         cfg["model"]["frozen_bn"] = False
         out[cache] = train(cfg, run_dir=tmp_path / f"graph_{cache}")
     plain, cached = weights(tmp_path / "graph_False"), weights(tmp_path / "graph_True")
-    moved = [k for k in plain if k.startswith(("graph_head.sim.weights", "graph_head.st.w_front")) and plain[k].abs().sum() > 0]
+    moved = [k for k in plain
+             if k.startswith(("graph_head.sim.weights", "graph_head.st.w_front")) and plain[k].abs().sum() > 0]
     assert moved  # the graph-conv weights (zero at init) were trained, so the comparison means something
     for k in plain:
         torch.testing.assert_close(cached[k], plain[k], rtol=1e-4, atol=1e-6)
     assert out[True]["train_loss"] == pytest.approx(out[False]["train_loss"], rel=1e-4)
     files = list((tmp_path / "cache").glob("features-*.pt"))
     assert len(files) == 1
-    assert "train.cache_features: the backbone's output of 8 training clips" in (tmp_path / "graph_True" / "log.txt").read_text()
+    log_text = (tmp_path / "graph_True" / "log.txt").read_text()
+    assert "train.cache_features: the backbone's output of 8 training clips" in log_text
 
     # a second run with the same backbone and data reuses the saved cache
     cfg = tiny("joint_gcn_r50", iterations=1, stage="graph", init=str(tmp_path / "backbone"), cache_features=True,
@@ -242,7 +248,8 @@ def test_cache_features_trains_the_graph_stage_as_without(tmp_path):
     # refused: another stage, random augmentation
     with pytest.raises(ConfigError, match="needs stage 'graph'"):
         train(tiny(cache_features=True), run_dir=tmp_path / "backbone_stage")
-    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32, boxes_per_frame=2)
+    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
+                         boxes_per_frame=2)
     cfg = tiny("joint_gcn_r50", iterations=1, stage="graph", init=str(tmp_path / "backbone"), cache_features=True)
     cfg["model"]["frozen_bn"] = False
     with pytest.raises(ConfigError, match="same every time"):
@@ -280,7 +287,8 @@ def test_library_reports_reach_the_terminal_and_the_run_log(tmp_path, capsys):
     from strg.models import build_model
 
     kinetics = tmp_path / "i3d.pth"  # an I3D backbone's state dict (strg's keys): one of the I3D formats
-    torch.save(build_model("i3d_r50", num_classes=3, width=4, stage_blocks=(1, 1, 1, 1)).backbone.state_dict(), kinetics)
+    backbone = build_model("i3d_r50", num_classes=3, width=4, stage_blocks=(1, 1, 1, 1)).backbone
+    torch.save(backbone.state_dict(), kinetics)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(tiny("i3d_r50", iterations=1)))
     capsys.readouterr()

@@ -395,7 +395,8 @@ def _to_pyslowfast(state):
             out[f"s{stage}.pathway0_res{block}.branch1{'' if parts[3] == '0' else '_bn'}.{parts[4]}"] = v
         else:
             letter = "abc"[int(parts[2][-1]) - 1]
-            out[f"s{stage}.pathway0_res{block}.branch2.{letter}{'_bn' if parts[2].startswith('bn') else ''}.{parts[3]}"] = v
+            bn_suffix = "_bn" if parts[2].startswith("bn") else ""
+            out[f"s{stage}.pathway0_res{block}.branch2.{letter}{bn_suffix}.{parts[3]}"] = v
     out["head.projection.weight"] = torch.zeros(400, 8)
     return out
 
@@ -407,7 +408,8 @@ def _to_mmaction(state):
         if parts[0] in ("conv1", "bn1"):
             out[f"backbone.conv1.{'conv' if parts[0] == 'conv1' else 'bn'}.{parts[1]}"] = v
         elif parts[2] == "nonlocal_block":
-            name = {"theta": "theta.conv", "phi": "phi.0.conv", "g": "g.0.conv", "out": "conv_out.conv", "bn": "conv_out.bn"}[parts[3]]
+            name = {"theta": "theta.conv", "phi": "phi.0.conv", "g": "g.0.conv", "out": "conv_out.conv",
+                    "bn": "conv_out.bn"}[parts[3]]
             out[f"backbone.{parts[0]}.{parts[1]}.non_local_block.{name}.{parts[4]}"] = v
         elif parts[2] == "downsample":
             out[f"backbone.{parts[0]}.{parts[1]}.downsample.{'conv' if parts[3] == '0' else 'bn'}.{parts[4]}"] = v
@@ -418,7 +420,8 @@ def _to_mmaction(state):
     return {"state_dict": out}
 
 
-@pytest.mark.parametrize("fmt,convert", [("pyslowfast", lambda s: {"model_state": _to_pyslowfast(s)}), ("mmaction2", _to_mmaction)])
+@pytest.mark.parametrize("fmt,convert", [("pyslowfast", lambda s: {"model_state": _to_pyslowfast(s)}),
+                                         ("mmaction2", _to_mmaction)])
 def test_load_field_checkpoints(tmp_path, fmt, convert):
     from strg.models.weights import load_i3d_checkpoint
 
@@ -463,7 +466,8 @@ def _to_caffe2(state):
                 name = f"{res}_branch1_w" if parts[3] == "0" else f"{res}_branch1_bn_{bn[parts[4]]}"
             else:
                 branch = "abc"[int(parts[2][-1]) - 1]
-                name = f"{res}_branch2{branch}_w" if parts[2].startswith("conv") else f"{res}_branch2{branch}_bn_{bn[parts[3]]}"
+                name = (f"{res}_branch2{branch}_w" if parts[2].startswith("conv")
+                        else f"{res}_branch2{branch}_bn_{bn[parts[3]]}")
         out[name] = v.numpy().copy()
     return out
 
@@ -573,15 +577,18 @@ def test_roi_align_matmul_equals_torchvision(sampling_ratio):
     ours = roi_align_matmul(feats, boxes, spatial_scale=1 / 16, sampling_ratio=sampling_ratio)
     frames = feats.transpose(1, 2).reshape(b * t, c, h, w)
     index = torch.arange(b * t, dtype=torch.float64).repeat_interleave(k)
-    ref = torchvision.ops.roi_align(frames, torch.cat([index[:, None], boxes.reshape(-1, 4)], 1), 7, 1 / 16, sampling_ratio, True)
+    rois = torch.cat([index[:, None], boxes.reshape(-1, 4)], 1)
+    ref = torchvision.ops.roi_align(frames, rois, 7, 1 / 16, sampling_ratio, True)
     torch.testing.assert_close(ours, ref.reshape(b, t, k, c, 49).transpose(-1, -2))
     mask = torch.rand(b, t, k) > 0.3
     feats32 = feats.float().requires_grad_(True)
-    a = region_features(feats32, boxes.float(), mask, spatial_scale=1 / 16, impl="matmul", sampling_ratio=sampling_ratio)
+    a = region_features(feats32, boxes.float(), mask, spatial_scale=1 / 16, impl="matmul",
+                        sampling_ratio=sampling_ratio)
     a.sum().backward()
     grad_matmul = feats32.grad.clone()
     feats32.grad = None
-    r = region_features(feats32, boxes.float(), mask, spatial_scale=1 / 16, impl="roi_align", sampling_ratio=sampling_ratio)
+    r = region_features(feats32, boxes.float(), mask, spatial_scale=1 / 16, impl="roi_align",
+                        sampling_ratio=sampling_ratio)
     r.sum().backward()
     torch.testing.assert_close(a, r)
     torch.testing.assert_close(grad_matmul, feats32.grad)  # the same gradient too
@@ -606,16 +613,19 @@ def test_roi_align_sparse_equals_torchvision(sampling_ratio):
     for impl in ("roi_align", "sparse"):
         f = feats.clone().requires_grad_(True)
         outs[impl] = region_features(f, boxes, mask, spatial_scale=1 / 16, impl=impl, sampling_ratio=sampling_ratio)
-        (outs[impl] * torch.linspace(-1, 2, outs[impl].numel(), dtype=torch.float64).reshape(outs[impl].shape)).sum().backward()
+        ramp = torch.linspace(-1, 2, outs[impl].numel(), dtype=torch.float64).reshape(outs[impl].shape)
+        (outs[impl] * ramp).sum().backward()
         grads[impl] = f.grad
     torch.testing.assert_close(outs["sparse"], outs["roi_align"])
     torch.testing.assert_close(grads["sparse"], grads["roi_align"])
     assert grads["sparse"].abs().sum() > 0
     # float32 and bfloat16 features: computed in float32, returned in the input dtype
     for dtype in (torch.float32, torch.bfloat16):
-        out = region_features(feats.to(dtype), boxes.float(), mask, spatial_scale=1 / 16, impl="sparse", sampling_ratio=sampling_ratio)
+        out = region_features(feats.to(dtype), boxes.float(), mask, spatial_scale=1 / 16, impl="sparse",
+                              sampling_ratio=sampling_ratio)
         assert out.dtype == dtype
-        torch.testing.assert_close(out.double(), outs["roi_align"].detach(), atol=0.05 if dtype == torch.bfloat16 else 1e-5, rtol=0.02)
+        torch.testing.assert_close(out.double(), outs["roi_align"].detach(),
+                                   atol=0.05 if dtype == torch.bfloat16 else 1e-5, rtol=0.02)
 
 
 @pytest.mark.parametrize("batch", [1, 2])

@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("--batch-size", type=int, default=16, help="frames per detector call (16)")
     ex.add_argument("--workers", type=int, default=4, help="decoding workers (4; 0 decodes in the main process)")
     ex.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    ex.add_argument("--amp", action="store_true", help="float16 autocast on CUDA (about 1.2x faster on an H200, docs/proposals.md)")
+    ex.add_argument("--amp", action="store_true",
+                    help="float16 autocast on CUDA (about 1.2x faster on an H200, docs/proposals.md)")
     ex.add_argument("--source-fps", type=float, default=None,
                     help="frame rate of frame folders (default: the config's frames_fps, else 24 as Charades)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -10,7 +10,8 @@ from strg.threads import add_threads_argument, apply_thread_policy
 
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="YAML config, e.g. configs/charades/charades_joint_gcn_r50.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.iterations=1000 model.dropout=0.5")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides, e.g. train.iterations=1000 model.dropout=0.5")
     parser.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint of the run folder; refused when there is nothing "

@@ -32,8 +32,9 @@ class ClipOptions:
     num_frames: T, frames per clip. stride, stride_unit: between clip frames, in "frames" or
     "seconds". test_clips, test_views: clips per video and spatial views per clip at test time.
     train_short_side ([min, max], random), crop_size, test_short_side: the frame transform.
-    mean, std: normalisation (None: ImageNet's, or the backbone source's in a run). flip: random horizontal flip in training; flip_label_map: a JSON
-    class -> mirrored class map for classes that name a direction. proposals: the proposals store
+    mean, std: normalisation (None: ImageNet's, or the backbone source's in a run). flip: random
+    horizontal flip in training; flip_label_map: a JSON class -> mirrored class map for classes
+    that name a direction. proposals: the proposals store
     (None: no boxes); max_boxes: boxes per frame; proposal_tolerance: nearest stored frame
     fallback in frames (None: half the store's interval). on_error: "raise" or "skip" unreadable
     videos. decode_backend (see strg.data.decode.DECODE_BACKENDS), decode_threads: the video decoder.

@@ -89,7 +89,8 @@ class ClipTransform:
         if test_views < 1 or test_short_side < 1:
             raise ConfigError("test_views and test_short_side must be positive")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ConfigError(f"mean and std must be 3 values (R, G, B) with std > 0, got mean {tuple(mean)}, std {tuple(std)}")
+            raise ConfigError(f"mean and std must be 3 values (R, G, B) with std > 0, "
+                              f"got mean {tuple(mean)}, std {tuple(std)}")
         self.training = training
         self.train_short_side = (lo, hi)
         self.crop_size = int(crop_size)

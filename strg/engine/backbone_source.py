@@ -41,7 +41,8 @@ def apply_backbone_source(cfg: RunConfig) -> list[str]:
     if model.pool2_kernel is None:
         model.pool2_kernel = src.pool2_kernel
     elif model.pool2_kernel != src.pool2_kernel:
-        notes.append(f"{where}: model.pool2_kernel is {model.pool2_kernel}; source {src.name!r} used {src.pool2_kernel}")
+        notes.append(f"{where}: model.pool2_kernel is {model.pool2_kernel}; "
+                     f"source {src.name!r} used {src.pool2_kernel}")
     for key, value in (("mean", src.data_mean), ("std", src.data_std)):
         if not hasattr(options, key):
             continue  # a dataset kind without normalisation options

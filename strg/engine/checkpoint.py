@@ -34,7 +34,8 @@ _CKPT_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DistributedDataParallel (or the model itself)."""
-    return model.module if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel) else model
+    is_ddp = hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel)
+    return model.module if is_ddp else model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -46,7 +47,8 @@ def get_rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
         "python": _to_lists(random.getstate()),
     }
 
@@ -108,7 +110,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as e:  # zip reader errors, unpickling errors, EOF
         size = path.stat().st_size
         raise CheckpointError(
-            f"{path}: cannot read the checkpoint ({size} bytes): truncated or corrupt? ({type(e).__name__}: {str(e)[:200]})"
+            f"{path}: cannot read the checkpoint ({size} bytes): truncated or corrupt? "
+            f"({type(e).__name__}: {str(e)[:200]})"
         ) from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         model = obj.get("model")
@@ -186,13 +189,15 @@ def compare_state(model: nn.Module, state: dict) -> tuple[list[str], list[str], 
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
     return missing, unexpected, shape
 
 
 def _mismatch_message(path, model, ckpt, missing, unexpected, shape, limit: int = 8) -> str:
     lines = [f"{path}: checkpoint of {_source_description(ckpt)} does not fit the model {_describe(model)}:"]
-    for title, keys in (("wrong shape", shape), ("missing from the checkpoint", missing), ("not in the model", unexpected)):
+    for title, keys in (("wrong shape", shape), ("missing from the checkpoint", missing),
+                        ("not in the model", unexpected)):
         if keys:
             modules: dict[str, int] = {}
             for k in keys:
@@ -239,7 +244,8 @@ def load_for_stage(model: nn.Module, ckpt: dict, stage: str, path="<checkpoint>"
     required = [k for k in own if k.startswith("backbone.")]
     missing, _, _ = compare_state(model, state)
     req_missing = [k for k in required if k not in state]
-    req_shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in required if k in state and state[k].shape != own[k].shape]
+    req_shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in required if k in state and state[k].shape != own[k].shape]
     if req_missing or req_shape:
         raise CheckpointError(
             _mismatch_message(path, model, ckpt, req_missing, [], req_shape)
@@ -280,7 +286,8 @@ def summarize_report(report: dict) -> str:
             counts[top] = counts.get(top, 0) + 1
         return ", ".join(f"{m} {n}" for m, n in counts.items()) or "none"
 
-    return f"loaded {len(report['loaded'])} tensors ({by_module(report['loaded'])}); left at init: {by_module(report['fresh'])}; unused from the checkpoint: {len(report['skipped'])}"
+    return (f"loaded {len(report['loaded'])} tensors ({by_module(report['loaded'])}); "
+            f"left at init: {by_module(report['fresh'])}; unused from the checkpoint: {len(report['skipped'])}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,7 +299,8 @@ class RunCheckpoints:
     ``keep`` and remembers the last one written (named when training diverges)."""
 
     def __init__(self, run_dir, model: nn.Module, opt, *, info, keep: int, meta: dict):
-        self.run_dir, self.model, self.opt, self.info, self.keep, self.meta = Path(run_dir), model, opt, info, keep, meta
+        self.run_dir, self.model, self.opt = Path(run_dir), model, opt
+        self.info, self.keep, self.meta = info, keep, meta
         found = list_checkpoints(self.run_dir)
         self.last: Path | None = found[-1][1] if found else None
 

@@ -114,7 +114,8 @@ class IterationBatchSampler(torch.utils.data.Sampler):
                  seed: int, start: int, stop: int, with_positions: bool = False):
         if global_batch % (batch_per_device * world_size):
             raise ValueError(
-                f"global batch {global_batch} is not a multiple of batch_per_device {batch_per_device} x {world_size} processes"
+                f"global batch {global_batch} is not a multiple of batch_per_device {batch_per_device} "
+                f"x {world_size} processes"
             )
         if num_items == 0:
             raise ValueError("the training set is empty")
