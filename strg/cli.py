@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proposals": ("strg.commands.proposals", "region proposals: run the COCO RPN over videos, or import Something-Else boxes"),
     "synth": ("strg.commands.synth", "write a synthetic relational-action dataset (Something-Something v2 / Charades format)"),
     "visualize": ("strg.commands.visualize", "draw one video's prediction, proposals and region graph (paper Fig. 3, 4) to a PNG"),
+    "predict": ("strg.commands.predict", "a run on video files: top-k classes, timelines, the graph behind it"),
     "demo": ("strg.commands.demo", "generate synthetic data, train and compare I3D and the graph variants on the CPU"),
 }
 

@@ -24,7 +24,6 @@ import torch
 from strg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from strg.errors import ConfigError
 from strg.models.graphs import frame_pair_graphs
-from strg.models.region import boxes_to_feature_frames
 
 
 @dataclass
@@ -83,17 +82,10 @@ def explain(model, item: dict, classes: list[str], *, multi_label: bool, query: 
     clip = item["clip"][None].to(device)  # (1, 3, T, H, W)
     boxes = item["boxes"][None].to(device).float()  # (1, T, k, 4)
     mask = item["box_mask"][None].to(device).bool()
-    feats = model.backbone(clip)  # (1, C, T', H', W')
-    t_feat = feats.shape[2]
-    if model.graph_head is not None:  # the steps of STRG.forward_features, keeping the graphs
-        x = model.reduce(feats)  # (1, d, T', H', W')
-        logits = model.forward_head(torch.cat([x.mean(dim=(2, 3, 4)), model.graph_head(x, boxes, mask)], 1))
-        graphs = model.graph_head.build_graphs(x, boxes, mask)
-    else:
-        logits = model.forward_head(feats.mean(dim=(2, 3, 4)))
-        fb, fm = boxes_to_feature_frames(boxes, mask, t_feat)
-        graphs = {"boxes": fb, "mask": fm}
-        graphs["front"], graphs["back"] = frame_pair_graphs(fb, fm)
+    logits, graphs = model(clip, boxes, mask, return_graphs=True)  # the model's own pass keeps its graphs
+    if "front" not in graphs:  # no spatial-temporal branch (baseline, Proposal+AvgPool): from the boxes
+        graphs["front"], graphs["back"] = frame_pair_graphs(graphs["boxes"].float(), graphs["mask"])
+    t_feat = graphs["boxes"].shape[1]
     scores = (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1))[0].double().cpu()
     top = scores.topk(min(5, len(classes)))
     top5 = [(classes[i], float(s)) for s, i in zip(top.values, top.indices)]

@@ -4,7 +4,8 @@ A checkpoint is a ``torch.save``d dict::
 
     {"format": "strg-checkpoint", "version": 1, "iteration": int, "variant": str,
      "num_classes": int, "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
-     "rng": [per-rank RNG states], "config": resolved config dict}
+     "rng": [per-rank RNG states], "config": resolved config dict,
+     "classes": [class names], "multi_label": bool}   # what `strg predict` needs besides the config
 
 It is written to ``<name>.tmp<pid>``, flushed to disk, then renamed over ``<name>`` (``os.replace``
 is atomic on POSIX), so a crash during the write never leaves a broken file under the final name

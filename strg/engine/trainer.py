@@ -180,7 +180,9 @@ class Run:
             f"lr {opt.lr:g}"
         )
         meta = {"variant": getattr(bare, "variant", None), "num_classes": data.num_classes, "stage": t.stage,
-                "frozen": frozen, "config": cfg.to_dict()}
+                "frozen": frozen, "config": cfg.to_dict(),
+                # what `strg predict` needs besides the config, without the dataset's annotation files
+                "classes": list(data.train_set.classes), "multi_label": bool(data.multi_label)}
         train_data = _training_data(cfg, bare, data, info, amp, log)
         return cls(cfg=cfg, model=wrapped, bare=bare, data=data, train_data=train_data, info=info, amp=amp,
                    step=TrainStep(wrapped, bare, opt, accum=accum, loss=loss, amp=amp, info=info),

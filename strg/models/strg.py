@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from strg.models.backbone import ResNet3d
 from strg.models.gcn import RegionGraphHead
+from strg.models.region import boxes_to_feature_frames
 
 
 class PointwiseConv3d(nn.Conv3d):
@@ -106,14 +107,19 @@ class STRG(nn.Module):
         return self.graph_head is not None
 
     def forward_features(self, clips: Tensor | None, boxes: Tensor | None = None, box_mask: Tensor | None = None,
-                         *, backbone_features: Tensor | None = None) -> Tensor:
+                         *, backbone_features: Tensor | None = None, graphs: dict | None = None) -> Tensor:
         """clips (Tensor[B, 3, T, H, W]) -> the pooled feature (Tensor[B, num_features]).
 
         ``backbone_features`` (Tensor[B, 2048, T', H', W']): the backbone's output for these clips,
         computed earlier (a frozen backbone, ``train.cache_features``); ``clips`` is then unused.
+        ``graphs``: when a dict, filled with the region graphs of this pass (see :meth:`forward`).
         """
         x = self.backbone(clips) if backbone_features is None else backbone_features  # (B, 2048, T', H', W')
         if self.graph_head is None:
+            if graphs is not None and boxes is not None:  # no graph: only where the boxes fall
+                if box_mask is None:
+                    box_mask = torch.ones(boxes.shape[:3], dtype=torch.bool, device=boxes.device)
+                graphs["boxes"], graphs["mask"] = boxes_to_feature_frames(boxes, box_mask.bool(), x.shape[2])
             return x.mean(dim=(2, 3, 4))  # (B, 2048)
         x = self.reduce(x)  # (B, d, T', H', W')
         video = x.mean(dim=(2, 3, 4))  # (B, d)
@@ -127,7 +133,7 @@ class STRG(nn.Module):
                 f"boxes must be (B, T, K, 4) with box_mask (B, T, K) for B={b}; got "
                 f"{tuple(boxes.shape)} and {tuple(box_mask.shape)}"
             )
-        graph = self.graph_head(x, boxes, box_mask.bool())  # RoIAlign + GCN + node mean: (B, d)
+        graph = self.graph_head(x, boxes, box_mask.bool(), graphs)  # RoIAlign + GCN + node mean: (B, d)
         return torch.cat([video, graph], dim=1)  # (B, 2d)
 
     def forward_head(self, features: Tensor, dropout_keys: Tensor | None = None) -> Tensor:
@@ -141,6 +147,15 @@ class STRG(nn.Module):
         return self.classifier(self.dropout(features))
 
     def forward(self, clips: Tensor | None, boxes: Tensor | None = None, box_mask: Tensor | None = None,
-                *, backbone_features: Tensor | None = None, dropout_keys: Tensor | None = None) -> Tensor:
-        features = self.forward_features(clips, boxes, box_mask, backbone_features=backbone_features)
-        return self.forward_head(features, dropout_keys)
+                *, backbone_features: Tensor | None = None, dropout_keys: Tensor | None = None,
+                return_graphs: bool = False):
+        """logits (Tensor[B, C]); with ``return_graphs=True``, ``(logits, graphs)``: the region graphs
+        this very pass built (paper Fig. 3, 4), a dict with ``boxes`` (Tensor[B, T', K, 4]) and
+        ``mask`` (Tensor[B, T', K]) on the feature frames, ``sim`` (Tensor[B, T'*K, T'*K], the first
+        GCN layer's G_sim; similarity branch), ``front`` and ``back`` (Tensor[B, T'-1, K, K];
+        spatial-temporal branch). The I3D baseline has no graph: only ``boxes`` and ``mask`` (when
+        boxes are given); without boxes the dict is empty. ``dropout_keys``: see :meth:`forward_head`."""
+        graphs: dict | None = {} if return_graphs else None
+        features = self.forward_features(clips, boxes, box_mask, backbone_features=backbone_features, graphs=graphs)
+        logits = self.forward_head(features, dropout_keys)
+        return (logits, graphs) if return_graphs else logits
