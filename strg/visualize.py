@@ -63,7 +63,8 @@ def _trajectory(front: np.ndarray, back: np.ndarray, mask: np.ndarray, query: tu
 
 
 @torch.no_grad()
-def explain(model, item: dict, classes: list[str], *, multi_label: bool, query: tuple[int, int] | None = None, neighbours: int = 5) -> Explanation:
+def explain(model, item: dict, classes: list[str], *, multi_label: bool, query: tuple[int, int] | None = None,
+            neighbours: int = 5) -> Explanation:
     """Run ``model`` on one dataset item and collect the graphs around a query node.
 
     Args:
@@ -90,7 +91,10 @@ def explain(model, item: dict, classes: list[str], *, multi_label: bool, query: 
     top = scores.topk(min(5, len(classes)))
     top5 = [(classes[i], float(s)) for s, i in zip(top.values, top.indices)]
     target = item["target"]
-    truth = [classes[i] for i in torch.nonzero(target).flatten().tolist()] if multi_label else ([classes[int(target)]] if int(target) >= 0 else [])
+    if multi_label:
+        truth = [classes[i] for i in torch.nonzero(target).flatten().tolist()]
+    else:
+        truth = [classes[int(target)]] if int(target) >= 0 else []
 
     fboxes = graphs["boxes"][0].cpu().numpy()  # (T', K, 4)
     fmask = graphs["mask"][0].cpu().numpy()
@@ -107,7 +111,9 @@ def explain(model, item: dict, classes: list[str], *, multi_label: bool, query: 
         row[query[0] * k + query[1]] = 0  # not itself
         vals, idx = row.topk(min(neighbours, int((row > 0).sum())))
         near = [(int(i) // k, int(i) % k, float(v)) for v, i in zip(vals, idx)]
-    trajectory = _trajectory(graphs["front"][0].cpu().numpy(), graphs["back"][0].cpu().numpy(), fmask, query) if fmask[query] else []
+    trajectory = []
+    if fmask[query]:
+        trajectory = _trajectory(graphs["front"][0].cpu().numpy(), graphs["back"][0].cpu().numpy(), fmask, query)
 
     step = clip.shape[2] // t_feat
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
@@ -130,7 +136,8 @@ def draw(ex: Explanation, path, *, max_frames: int = 8):
     from matplotlib.patches import Rectangle
 
     t_feat = len(ex.frames)
-    shown = sorted(set(np.linspace(0, t_feat - 1, min(max_frames, t_feat)).round().astype(int).tolist()) | {ex.query[0]})
+    evenly = np.linspace(0, t_feat - 1, min(max_frames, t_feat)).round().astype(int).tolist()
+    shown = sorted(set(evenly) | {ex.query[0]})
     fig, axes = plt.subplots(1, len(shown), figsize=(max(6.5, 2.2 * len(shown)), 2.9), squeeze=False)
     on_path = set(ex.trajectory)
     weights = {(t, k): w for t, k, w in ex.neighbours}

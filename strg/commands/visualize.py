@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video-id", help="video to show (default: the split's first video)")
     parser.add_argument("--split", help="split to take the video from (default: eval.split)")
     parser.add_argument("--clip", type=int, default=None, help="which test clip of the video (default: the middle one)")
-    parser.add_argument("--query", help="query node as FRAME,BOX on the feature frames (default: the middle frame's best box)")
+    parser.add_argument("--query",
+                        help="query node as FRAME,BOX on the feature frames (default: the middle frame's best box)")
     parser.add_argument("--frames", type=int, default=8, help="feature frames to draw (default 8)")
     parser.add_argument("--out", default="strg-visualize.png", help="PNG file to write")
     add_threads_argument(parser)
