@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from strg.errors import StrgError
@@ -23,9 +24,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("strg.commands.train", "train a model from a YAML config (torchrun for several GPUs)"),
     "eval": ("strg.commands.eval", "evaluate a checkpoint: multi-clip mAP or top-1/top-5, predictions file"),
     "charades-eval": ("strg.commands.charades_eval", "score a Charades submission file like the official script"),
-    "proposals": ("strg.commands.proposals", "region proposals: run the COCO RPN over videos, or import Something-Else boxes"),
-    "synth": ("strg.commands.synth", "write a synthetic relational-action dataset (Something-Something v2 / Charades format)"),
-    "visualize": ("strg.commands.visualize", "draw one video's prediction, proposals and region graph (paper Fig. 3, 4) to a PNG"),
+    "proposals": ("strg.commands.proposals",
+                  "region proposals: run the COCO RPN over videos, or import Something-Else boxes"),
+    "synth": ("strg.commands.synth",
+              "write a synthetic relational-action dataset (Something-Something v2 / Charades format)"),
+    "visualize": ("strg.commands.visualize",
+                  "draw one video's prediction, proposals and region graph (paper Fig. 3, 4) to a PNG"),
+    "predict": ("strg.commands.predict", "a run on video files: top-k classes, timelines, the graph behind it"),
     "demo": ("strg.commands.demo", "generate synthetic data, train and compare I3D and the graph variants on the CPU"),
 }
 
@@ -45,6 +50,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _TerminalHandler(logging.Handler):
+    """Log records on stderr through tqdm, so that they do not break a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Show the library's log records (logger ``strg``: the engine's run log, build_model's weight
+    reports, skipped videos) in the terminal; a training run also copies them into its log.txt."""
+    logger = logging.getLogger("strg")
+    if not any(isinstance(h, _TerminalHandler) for h in logger.handlers):
+        handler = _TerminalHandler()
+        handler.setFormatter(_Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -60,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         args = sub.parse_intermixed_args(argv[1:])
     except TypeError:  # commands with sub-commands (argparse cannot intermix those)
         args = sub.parse_args(argv[1:])
+    configure_logging()
     try:
         return int(module.run(args) or 0)
     except StrgError as e:

@@ -3,24 +3,26 @@
 A config has exactly the sections ``model``, ``data``, ``train`` and ``eval`` (and an optional
 top-level ``base``: a YAML file, relative to this one, whose values this file overrides)::
 
-    model: {name: joint_gcn_r50, dropout: 0.3}        # name + build_model keyword arguments
-    data:  {kind: charades, root: /data/charades}      # kind + the dataset builder's options
+    model: {name: joint_gcn_r50, dropout: 0.3}        # ModelConfig: name + build_model's keywords
+    data:  {kind: charades, root: /data/charades}      # DataConfig: kind + that kind's options
     train: {iterations: 100000, batch_size: 8}         # TrainConfig below
     eval:  {combine: max}                              # EvalConfig below
 
-* ``model.*`` keys (other than ``name``) are checked against the keyword arguments of
-  ``strg.models.build_model``; ``data.*`` keys (other than the engine's own, ``DATA_KEYS``) against
-  the keyword-only options of the dataset builder of ``data.kind``. Types come from the
-  annotations (or the defaults) of those signatures.
+* ``model`` is :class:`ModelConfig`, the keyword arguments of ``strg.models.build_model`` (a test
+  keeps the two alike); ``model.name`` is checked against :mod:`strg.variants`.
+* ``data`` is ``kind``, ``train_split`` and the fields of the kind's options class
+  (:mod:`strg.data.options`), validated against that class.
 * ``train`` and ``eval`` are the dataclasses below; every field has the paper's default
   (section 6.1, docs/model.md "Training and inference").
 * Overrides are ``section.key=value`` strings; the value is parsed as a YAML scalar
   (``train.amp=bf16``, ``model.stage_blocks=[1,1,1,1]``, ``train.init=null``).
 * Unknown keys and wrong types raise ``ConfigError`` naming the file and the dotted key.
 
-The resolved config (defaults filled in) is a plain nested dict; ``save_config`` writes it into the
-run folder so that a run can be repeated from its own folder. Nothing below the engine reads the
-config: :mod:`strg.engine.trainer` turns it into explicit arguments.
+:func:`load_config` returns a :class:`RunConfig` of those typed sections; the engine reads it and
+turns it into explicit arguments of the models and datasets, which never see a config.
+``RunConfig.to_dict()`` is the plain form that ``save_config`` writes into the run folder (so that
+a run can be repeated from its own folder) and that checkpoints keep. This module imports neither
+the engine nor the models.
 """
 
 from __future__ import annotations
@@ -29,18 +31,71 @@ import collections.abc
 import copy
 import dataclasses
 import inspect
+import logging
 import os
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
 
+from strg.config_checks import check_settings
+from strg.data import dataset_options
 from strg.errors import ConfigError
+from strg.variants import SourceName, list_models
 
 SECTIONS = ("model", "data", "train", "eval")
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelConfig:
+    """The ``model`` section: a variant name and the keyword arguments of
+    ``strg.models.build_model`` (see its docstring; tests/test_config.py keeps the two alike)."""
+
+    name: str
+    num_classes: Optional[int] = None  # None: the dataset's number of classes
+    width: int = 64
+    stage_blocks: Optional[tuple[int, ...]] = None
+    dim: int = 512
+    pool2_kernel: Optional[int] = None  # None: the backbone source's (3 for strg, the paper's Table 1)
+    temporal_strides: Optional[tuple[int, ...]] = None
+    frozen_bn: bool = True
+    gcn_layers: int = 3
+    sim_per_layer: bool = False
+    dropout: float = 0.3
+    in_channels: int = 3
+    inflate_from: Optional[str] = None  # the starting weights: ImageNet 2D ResNet inflated (section 4.1)
+    backbone_checkpoint: Optional[str] = None  # ... or a Kinetics-pretrained I3D
+    backbone_source: Optional[SourceName] = None  # None: read from backbone_checkpoint (strg without one)
+    compile_graph_head: bool = False
+    roi_impl: str = "auto"
+    box_geometry: bool = False  # region nodes also embed their box geometry (not in the paper; models/geometry.py)
+
+    def build_kwargs(self, *, starting_weights: bool = True) -> dict:
+        """The keyword arguments of build_model (all but ``name`` and ``num_classes``); without
+        ``starting_weights`` the weight files are left out (a checkpoint replaces them anyway)."""
+        own = ("name", "num_classes")
+        kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in own}
+        if not starting_weights:
+            kwargs.update(inflate_from=None, backbone_checkpoint=None)
+        return kwargs
+
+
+@dataclass
+class DataConfig:
+    """The ``data`` section: the dataset ``kind``, the split trained on, and the kind's options
+    (an instance of its class in :mod:`strg.data.options`), written flat in the YAML."""
+
+    kind: str
+    options: Any
+    train_split: str = "train"
+
+    def options_dict(self) -> dict:
+        """The options as keyword arguments of ``strg.data.build_dataset``."""
+        return {f.name: getattr(self.options, f.name) for f in dataclasses.fields(self.options)}
 
 
 @dataclass
@@ -49,7 +104,6 @@ class TrainConfig:
 
     stage: Literal["backbone", "graph", "joint"] = "backbone"  # section 6.1 stage-wise training
     init: Optional[str] = None  # checkpoint (or run folder) of the previous stage, see engine/checkpoint.py
-    init_2d: Optional[str] = None  # ImageNet 2D ResNet weights inflated into the backbone (section 4.1)
     iterations: int = 100_000  # section 6.1: 100K iterations
     batch_size: int = 8  # global clips per optimizer step (4 GPUs x 2 clips in the paper)
     batch_per_device: int = 2  # clips per forward pass; the rest is gradient accumulation
@@ -70,7 +124,8 @@ class TrainConfig:
     log_period: int = 20  # iterations between metrics.jsonl / TensorBoard records
     eval_period: int = 0  # iterations between evaluations on the val split; 0: at the end only
     grad_clip: Optional[float] = None  # max gradient norm (not in the paper)
-    cache_features: bool = False  # stage graph: compute the frozen backbone's output once (small data; engine/feature_cache.py)
+    # stage graph: compute the frozen backbone's output once (small data; engine/feature_cache.py)
+    cache_features: bool = False
     cache_dir: Optional[str] = None  # with cache_features: save the cache here and reuse it across runs
     num_workers: int = 4  # DataLoader worker processes per rank
     progress: bool = True  # tqdm progress bar (rank 0)
@@ -89,9 +144,21 @@ class EvalConfig:
     max_videos: Optional[int] = None  # evaluate only the first N videos (quick checks)
 
 
-# Keys of the data section that the engine uses itself (everything else goes to the builder).
-DATA_KEYS: dict[str, Any] = {"kind": str, "train_split": str}
-DATA_DEFAULTS = {"train_split": "train"}
+@dataclass
+class RunConfig:
+    """A validated config: the four typed sections, and where it came from (for messages)."""
+
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    source: str = field(default="<config>", compare=False)
+
+    def to_dict(self) -> dict:
+        """The plain nested dict (the YAML of ``save_config``, the ``config`` of checkpoints)."""
+        data = {"kind": self.data.kind, "train_split": self.data.train_split, **self.data.options_dict()}
+        return {"model": dataclasses.asdict(self.model), "data": copy.deepcopy(data),
+                "train": dataclasses.asdict(self.train), "eval": dataclasses.asdict(self.eval)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,12 +208,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, parsed
 
 
-def load_config(config: str | os.PathLike | dict, overrides: list[str] | tuple[str, ...] = (), *, validate: bool = True) -> dict:
-    """Read a YAML file (or take a dict), apply ``section.key=value`` overrides, validate.
-
-    Returns the resolved config: a nested dict with all four sections and every default filled.
-    """
-    if isinstance(config, dict):
+def read_config(config: str | os.PathLike | dict, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, str]:
+    """Read a YAML file (following ``base``) or take a dict, apply ``section.key=value`` overrides;
+    no validation. Returns (the plain nested dict, its source name for messages)."""
+    if isinstance(config, RunConfig):
+        source, data = config.source, config.to_dict()
+    elif isinstance(config, dict):
         source = "<config>"
         data = _merge({}, config)
         data.pop("base", None)
@@ -161,7 +228,16 @@ def load_config(config: str | os.PathLike | dict, overrides: list[str] | tuple[s
         if not isinstance(data.get(section), dict):
             data[section] = {}
         data[section][key] = value
-    return validate_config(data, source=source) if validate else data
+    return data, source
+
+
+def load_config(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a config (a YAML path, a dict or a RunConfig), apply the overrides, validate.
+
+    Returns the typed :class:`RunConfig`, every default filled in.
+    """
+    data, source = read_config(config, overrides)
+    return validate_config(data, source=source)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,6 +272,9 @@ def check_value(key: str, value: Any, tp: Any, source: str = "<config>") -> Any:
                 return check_value(key, value, option, source)
             except ConfigError:
                 continue
+        choices = [a for option in args if typing.get_origin(option) is Literal for a in typing.get_args(option)]
+        if choices:  # Optional[Literal[...]]: name the choices
+            raise ConfigError(f"{source}: {key}: must be one of {', '.join(map(repr, choices))} or null, got {value!r}")
         fail()
     if origin is Literal:
         if value in args:
@@ -208,7 +287,8 @@ def check_value(key: str, value: Any, tp: Any, source: str = "<config>") -> Any:
             fail(f" ({len(args)} items needed)")
         item_tp = args[0] if args else Any
         items = [
-            check_value(f"{key}[{i}]", v, args[i] if origin is tuple and args and args[-1] is not Ellipsis else item_tp, source)
+            check_value(f"{key}[{i}]", v,
+                        args[i] if origin is tuple and args and args[-1] is not Ellipsis else item_tp, source)
             for i, v in enumerate(value)
         ]
         return tuple(items) if (origin is tuple or tp is tuple) else items
@@ -240,71 +320,30 @@ def check_value(key: str, value: Any, tp: Any, source: str = "<config>") -> Any:
     return value
 
 
-def _check_section(section: str, values: dict, schema: dict[str, tuple[Any, Any]], source: str, what: str) -> dict:
-    """schema: name -> (type, default); a default of ``inspect.Parameter.empty`` means required."""
+_REQUIRED = inspect.Parameter.empty
+
+
+def _check_section(section: str, values: dict, cls, source: str, what: str, skip: tuple[str, ...] = ()) -> dict:
+    """The keyword arguments of dataclass ``cls`` from ``values``, each checked against the field's
+    type; unknown keys and missing required ones raise ConfigError naming ``section.key``."""
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.name not in skip]
+    names = {f.name for f in fields}
     for key in values:
-        if key not in schema:
-            known = ", ".join(sorted(schema))
+        if key not in names:
+            known = ", ".join(sorted(names))
             raise ConfigError(f"{source}: unknown key {section}.{key} ({what}; known keys: {known})")
     out = {}
-    for key, (tp, default) in schema.items():  # in schema order, so saved configs read alike
-        if key in values:
-            out[key] = check_value(f"{section}.{key}", values[key], tp, source)
-        elif default is inspect.Parameter.empty:
-            raise ConfigError(f"{source}: {section}.{key} is required")
-        else:
-            out[key] = copy.deepcopy(default)
+    for f in fields:
+        if f.name in values:
+            out[f.name] = check_value(f"{section}.{f.name}", values[f.name], hints[f.name], source)
+        elif f.default is dataclasses.MISSING:
+            raise ConfigError(f"{source}: {section}.{f.name} is required")
     return out
 
 
-def _dataclass_schema(cls) -> dict[str, tuple[Any, Any]]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls)}
-
-
-def signature_schema(fn, skip: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
-    """name -> (type, default) of the keyword arguments of ``fn``; the type is the annotation,
-    else the type of the default (Any when the default is None or there is neither)."""
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable annotations: fall back to the defaults
-        hints = {}
-    schema = {}
-    for name, p in inspect.signature(fn).parameters.items():
-        if name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
-            continue
-        if name in hints:
-            tp = hints[name]
-        elif p.default is not p.empty and p.default is not None:
-            tp = type(p.default)
-        else:
-            tp = Any
-        schema[name] = (tp, p.default)
-    return schema
-
-
-def model_schema() -> dict[str, tuple[Any, Any]]:
-    """The accepted ``model.*`` keys: ``name`` plus the keyword arguments of build_model."""
-    from strg.models import build_model
-
-    schema = signature_schema(build_model, skip=("name", "num_classes"))
-    schema = {k: (tp, None if d is inspect.Parameter.empty else d) for k, (tp, d) in schema.items()}
-    # name first, then num_classes (None: taken from the dataset), then the builder's keywords
-    return {"name": (str, inspect.Parameter.empty), "num_classes": (Optional[int], None), **schema}
-
-
-def data_schema(kind: str, source: str = "<config>") -> dict[str, tuple[Any, Any]]:
-    """The accepted ``data.*`` keys for ``kind``: the engine's DATA_KEYS plus the builder options."""
-    from strg.engine.datasets import dataset_builder
-
-    builder = dataset_builder(kind, source=source)
-    schema = signature_schema(builder, skip=("split", "training"))
-    engine = {key: (tp, DATA_DEFAULTS.get(key, inspect.Parameter.empty)) for key, tp in DATA_KEYS.items()}
-    return {**engine, **schema}
-
-
-def validate_config(data: dict, source: str = "<config>") -> dict:
-    """Check every section and fill the defaults; returns a new dict."""
+def validate_config(data: dict, source: str = "<config>") -> RunConfig:
+    """Check every section and fill the defaults; returns the typed config."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a mapping with sections {', '.join(SECTIONS)}")
     for key in data:
@@ -315,58 +354,95 @@ def validate_config(data: dict, source: str = "<config>") -> dict:
         values = data.get(name) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping, got {values!r}")
-        sections[name] = values
-    out = {}
-    model = sections["model"]
-    if "name" not in model:
+        sections[name] = dict(values)
+    _legacy_init_2d(sections, source)
+    if "name" not in sections["model"]:
         raise ConfigError(f"{source}: model.name is required (a variant name, e.g. joint_gcn_r50)")
-    out["model"] = _check_section("model", model, model_schema(), source, "not a build_model keyword argument")
-    _check_model_name(out["model"]["name"], source)
-    kind = sections["data"].get("kind")
+    model = ModelConfig(**_check_section("model", sections["model"], ModelConfig, source,
+                                         "not a build_model keyword argument"))
+    if model.name not in list_models():
+        known = ", ".join(sorted(list_models()))
+        raise ConfigError(f"{source}: model.name: unknown variant {model.name!r} (known: {known})")
+    cfg = RunConfig(
+        model=model,
+        data=_check_data(sections["data"], source),
+        train=TrainConfig(**_check_section("train", sections["train"], TrainConfig, source,
+                                           "see strg.config.TrainConfig")),
+        eval=EvalConfig(**_check_section("eval", sections["eval"], EvalConfig, source, "see strg.config.EvalConfig")),
+        source=source,
+    )
+    _check_values(cfg, source)
+    check_settings(cfg, source)  # value ranges of model / train / eval keys (strg/config_checks.py)
+    return cfg
+
+
+def _check_data(values: dict, source: str) -> DataConfig:
+    kind = values.get("kind")
     if not isinstance(kind, str):
         raise ConfigError(f"{source}: data.kind is required (e.g. charades, something_v2, manifest, random)")
-    out["data"] = _check_section("data", sections["data"], data_schema(kind, source), source, f"not an option of the {kind!r} dataset")
-    out["train"] = _check_section("train", sections["train"], _dataclass_schema(TrainConfig), source, "see strg.config.TrainConfig")
-    out["eval"] = _check_section("eval", sections["eval"], _dataclass_schema(EvalConfig), source, "see strg.config.EvalConfig")
-    _check_values(out, source)
-    return out
-
-
-def _check_model_name(name: str, source: str) -> None:
     try:
-        from strg.models import list_models
-    except ImportError:
+        options_cls = dataset_options(kind)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: data.kind: {e}") from None
+    own = {k: values[k] for k in ("kind", "train_split") if k in values}
+    split = check_value("data.train_split", own.get("train_split", "train"), str, source)
+    options = {k: v for k, v in values.items() if k not in own}
+    checked = _check_section("data", options, options_cls, source, f"not an option of the {kind!r} dataset")
+    return DataConfig(kind=kind, options=options_cls(**checked), train_split=split)
+
+
+def _legacy_init_2d(sections: dict, source: str) -> None:
+    """``train.init_2d`` was a second way to start from ImageNet weights: it is read as
+    ``model.inflate_from`` (null: nothing), and refused next to another source of starting weights."""
+    if "init_2d" not in sections["train"]:
         return
-    names = list_models()
-    if name not in names:
-        raise ConfigError(f"{source}: model.name: unknown variant {name!r} (known: {', '.join(sorted(names))})")
+    value = sections["train"].pop("init_2d")
+    if value is None:
+        return
+    model = sections["model"]
+    others = [f"model.{k}" for k in ("inflate_from", "backbone_checkpoint") if model.get(k) is not None]
+    if others:
+        raise ConfigError(
+            f"{source}: train.init_2d would overwrite the backbone weights of {' / '.join(others)}: the starting "
+            f"weights are model.inflate_from (ImageNet) or model.backbone_checkpoint (Kinetics); remove train.init_2d"
+        )
+    logger.warning("%s: train.init_2d is now model.inflate_from; read as model.inflate_from: %s", source, value)
+    model["inflate_from"] = value
 
 
-def _check_values(cfg: dict, source: str) -> None:
-    t, e = cfg["train"], cfg["eval"]
+def _check_values(cfg: RunConfig, source: str) -> None:
+    t, e = cfg.train, cfg.eval
     positive = {
-        "train.iterations": t["iterations"],
-        "train.batch_size": t["batch_size"],
-        "train.batch_per_device": t["batch_per_device"],
-        "train.base_batch": t["base_batch"],
-        "train.checkpoint_period": t["checkpoint_period"],
-        "train.log_period": t["log_period"],
-        "eval.batch_per_device": e["batch_per_device"],
+        "train.iterations": t.iterations,
+        "train.batch_size": t.batch_size,
+        "train.batch_per_device": t.batch_per_device,
+        "train.base_batch": t.base_batch,
+        "train.checkpoint_period": t.checkpoint_period,
+        "train.log_period": t.log_period,
+        "eval.batch_per_device": e.batch_per_device,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{source}: {key} must be positive, got {value}")
-    for key in ("eval_period", "warmup_iters", "keep_checkpoints", "num_workers"):
-        if t[key] < 0:
-            raise ConfigError(f"{source}: train.{key} must be >= 0, got {t[key]}")
-    if t["base_lr"] <= 0:
-        raise ConfigError(f"{source}: train.base_lr must be positive, got {t['base_lr']}")
-    if not 0.0 <= t["lr_decay_at"] <= 1.0:
-        raise ConfigError(f"{source}: train.lr_decay_at is a fraction of train.iterations in [0, 1], got {t['lr_decay_at']}")
-    if t["batch_size"] % t["batch_per_device"]:
+    at_least_zero = {"eval_period": t.eval_period, "warmup_iters": t.warmup_iters,
+                     "keep_checkpoints": t.keep_checkpoints, "num_workers": t.num_workers}
+    for key, value in at_least_zero.items():
+        if value < 0:
+            raise ConfigError(f"{source}: train.{key} must be >= 0, got {value}")
+    if t.base_lr <= 0:
+        raise ConfigError(f"{source}: train.base_lr must be positive, got {t.base_lr}")
+    if not 0.0 <= t.lr_decay_at <= 1.0:
         raise ConfigError(
-            f"{source}: train.batch_size ({t['batch_size']}) must be a multiple of train.batch_per_device ({t['batch_per_device']})"
+            f"{source}: train.lr_decay_at is a fraction of train.iterations in [0, 1], got {t.lr_decay_at}"
         )
+    if t.batch_size % t.batch_per_device:
+        raise ConfigError(
+            f"{source}: train.batch_size ({t.batch_size}) must be a multiple of "
+            f"train.batch_per_device ({t.batch_per_device})"
+        )
+    if cfg.model.inflate_from is not None and cfg.model.backbone_checkpoint is not None:
+        raise ConfigError(f"{source}: model.inflate_from and model.backbone_checkpoint are both set; the backbone "
+                          "starts from one of them (ImageNet weights inflated, or a Kinetics I3D)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -386,8 +462,9 @@ def dump_config(cfg: dict) -> str:
     return yaml.safe_dump(plain(cfg), sort_keys=False, default_flow_style=False)
 
 
-def save_config(cfg: dict, path: str | os.PathLike) -> Path:
+def save_config(cfg: RunConfig | dict, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML, atomically (tmp + rename)."""
+    cfg = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")

@@ -177,7 +177,9 @@ def read_submission(path) -> tuple[list[str], np.ndarray]:
             if any(math.isnan(v) for v in values):
                 raise DataError(f"{path}:{lineno}: video {vid}: NaN score")
             if rows and len(values) != len(rows[0]):
-                raise DataError(f"{path}:{lineno}: video {vid} has {len(values)} scores, earlier lines have {len(rows[0])}")
+                raise DataError(
+                    f"{path}:{lineno}: video {vid} has {len(values)} scores, earlier lines have {len(rows[0])}"
+                )
             if vid in seen:
                 raise DataError(f"{path}:{lineno}: video {vid} already appears on line {seen[vid]}")
             seen[vid] = lineno
@@ -209,6 +211,12 @@ def read_charades_labels(csv_path, num_classes: int = 157) -> tuple[list[str], n
             raise DataError(f"{csv_path}: not a Charades CSV (the header needs 'id' and 'actions' columns)")
         for row in reader:
             line = reader.line_num
+            short = [k for k in reader.fieldnames if row.get(k) is None]
+            if None in row or short:
+                raise DataError(
+                    f"{csv_path}:{line}: {len(reader.fieldnames) + len(row.get(None, ())) - len(short)} fields, the "
+                    f"header has {len(reader.fieldnames)} (a damaged line would lose its actions)"
+                )
             vid = (row.get("id") or "").strip()
             if not vid:
                 raise DataError(f"{csv_path}:{line}: empty video id")
@@ -217,7 +225,9 @@ def read_charades_labels(csv_path, num_classes: int = 157) -> tuple[list[str], n
                 parts = triple.split()
                 m = _CLASS_RE.match(parts[0]) if parts else None
                 if m is None or len(parts) != 3:
-                    raise DataError(f"{csv_path}:{line}: video {vid}: bad action {triple!r} (expected 'cNNN start end')")
+                    raise DataError(
+                        f"{csv_path}:{line}: video {vid}: bad action {triple!r} (expected 'cNNN start end')"
+                    )
                 c = int(m.group(1))
                 if c >= num_classes:
                     raise DataError(f"{csv_path}:{line}: video {vid}: class c{c:03d} but only {num_classes} classes")
@@ -231,14 +241,25 @@ def charades_eval(submission_path, gt_csv_path) -> dict:
     """Score a submission file against a Charades CSV the way ``Charades_v1_classify.m`` does.
 
     Rows follow the CSV order; ids of the CSV missing from the submission get -inf scores (with a
-    warning); ids of the submission not in the CSV are ignored (with a warning).
+    warning), as the official script does, so a partial submission is scored as if its missing
+    videos were ranked last in every class; ids of the submission not in the CSV are ignored
+    (with a warning). When *no* id matches, the official script would still print a number (the
+    ground truth in file order, about the share of positives): that is an error here (DataError
+    naming both files), since it means the wrong file, not a weak model.
     """
     sub_ids, sub_scores = read_submission(submission_path)
     gt_ids, labels = read_charades_labels(gt_csv_path, num_classes=sub_scores.shape[1])
+    if not gt_ids:
+        raise DataError(f"{gt_csv_path}: no videos in the ground truth")
     index = {vid: i for i, vid in enumerate(sub_ids)}
     scores = np.full((len(gt_ids), sub_scores.shape[1]), -np.inf)
     rows = np.array([index.get(vid, -1) for vid in gt_ids], dtype=np.int64)
     found = rows >= 0
+    if not found.any():
+        raise DataError(
+            f"{submission_path}: none of its {len(sub_ids)} video ids (e.g. {', '.join(sub_ids[:3])}) is in "
+            f"{gt_csv_path} (e.g. {', '.join(gt_ids[:3])}); wrong ground-truth file or split?"
+        )
     scores[found] = sub_scores[rows[found]]
     missing = [vid for vid, ok in zip(gt_ids, found) if not ok]
     if missing:

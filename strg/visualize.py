@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from strg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from strg.errors import ConfigError
 from strg.models.graphs import frame_pair_graphs
-from strg.models.region import boxes_to_feature_frames
 
 
 @dataclass
@@ -63,7 +63,8 @@ def _trajectory(front: np.ndarray, back: np.ndarray, mask: np.ndarray, query: tu
 
 
 @torch.no_grad()
-def explain(model, item: dict, classes: list[str], *, multi_label: bool, query: tuple[int, int] | None = None, neighbours: int = 5) -> Explanation:
+def explain(model, item: dict, classes: list[str], *, multi_label: bool, query: tuple[int, int] | None = None,
+            neighbours: int = 5) -> Explanation:
     """Run ``model`` on one dataset item and collect the graphs around a query node.
 
     Args:
@@ -82,26 +83,25 @@ def explain(model, item: dict, classes: list[str], *, multi_label: bool, query: 
     clip = item["clip"][None].to(device)  # (1, 3, T, H, W)
     boxes = item["boxes"][None].to(device).float()  # (1, T, k, 4)
     mask = item["box_mask"][None].to(device).bool()
-    feats = model.backbone(clip)  # (1, C, T', H', W')
-    t_feat = feats.shape[2]
-    if model.graph_head is not None:  # the steps of STRG.forward_features, keeping the graphs
-        x = model.reduce(feats)  # (1, d, T', H', W')
-        logits = model.forward_head(torch.cat([x.mean(dim=(2, 3, 4)), model.graph_head(x, boxes, mask)], 1))
-        graphs = model.graph_head.build_graphs(x, boxes, mask)
-    else:
-        logits = model.forward_head(feats.mean(dim=(2, 3, 4)))
-        fb, fm = boxes_to_feature_frames(boxes, mask, t_feat)
-        graphs = {"boxes": fb, "mask": fm}
-        graphs["front"], graphs["back"] = frame_pair_graphs(fb, fm)
+    logits, graphs = model(clip, boxes, mask, return_graphs=True)  # the model's own pass keeps its graphs
+    if "front" not in graphs:  # no spatial-temporal branch (baseline, Proposal+AvgPool): from the boxes
+        graphs["front"], graphs["back"] = frame_pair_graphs(graphs["boxes"].float(), graphs["mask"])
+    t_feat = graphs["boxes"].shape[1]
     scores = (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1))[0].double().cpu()
     top = scores.topk(min(5, len(classes)))
     top5 = [(classes[i], float(s)) for s, i in zip(top.values, top.indices)]
     target = item["target"]
-    truth = [classes[i] for i in torch.nonzero(target).flatten().tolist()] if multi_label else ([classes[int(target)]] if int(target) >= 0 else [])
+    if multi_label:
+        truth = [classes[i] for i in torch.nonzero(target).flatten().tolist()]
+    else:
+        truth = [classes[int(target)]] if int(target) >= 0 else []
 
     fboxes = graphs["boxes"][0].cpu().numpy()  # (T', K, 4)
     fmask = graphs["mask"][0].cpu().numpy()
     k = fboxes.shape[1]
+    if query is not None and not (0 <= query[0] < t_feat and 0 <= query[1] < k):
+        raise ConfigError(f"query {query[0]},{query[1]} is outside the graph: frame 0..{t_feat - 1} (feature frames) "
+                          f"and box 0..{k - 1} (boxes per frame)")
     if query is None:
         order = sorted(range(t_feat), key=lambda t: abs(t - t_feat // 2))  # middle frame first
         query = next(((t, int(np.argmax(fmask[t]))) for t in order if fmask[t].any()), (t_feat // 2, 0))
@@ -111,7 +111,9 @@ def explain(model, item: dict, classes: list[str], *, multi_label: bool, query: 
         row[query[0] * k + query[1]] = 0  # not itself
         vals, idx = row.topk(min(neighbours, int((row > 0).sum())))
         near = [(int(i) // k, int(i) % k, float(v)) for v, i in zip(vals, idx)]
-    trajectory = _trajectory(graphs["front"][0].cpu().numpy(), graphs["back"][0].cpu().numpy(), fmask, query) if fmask[query] else []
+    trajectory = []
+    if fmask[query]:
+        trajectory = _trajectory(graphs["front"][0].cpu().numpy(), graphs["back"][0].cpu().numpy(), fmask, query)
 
     step = clip.shape[2] // t_feat
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
@@ -134,7 +136,8 @@ def draw(ex: Explanation, path, *, max_frames: int = 8):
     from matplotlib.patches import Rectangle
 
     t_feat = len(ex.frames)
-    shown = sorted(set(np.linspace(0, t_feat - 1, min(max_frames, t_feat)).round().astype(int).tolist()) | {ex.query[0]})
+    evenly = np.linspace(0, t_feat - 1, min(max_frames, t_feat)).round().astype(int).tolist()
+    shown = sorted(set(evenly) | {ex.query[0]})
     fig, axes = plt.subplots(1, len(shown), figsize=(max(6.5, 2.2 * len(shown)), 2.9), squeeze=False)
     on_path = set(ex.trajectory)
     weights = {(t, k): w for t, k, w in ex.neighbours}

@@ -15,18 +15,19 @@ TINY = {"model": {"name": "i3d_r50", "width": 4, "stage_blocks": [1, 1, 1, 1]}, 
 
 def test_defaults_are_the_papers():
     cfg = load_config(TINY)
-    t = cfg["train"]
-    assert (t["base_lr"], t["batch_size"], t["iterations"], t["lr_decay_at"], t["lr_decay"]) == (0.00125, 8, 100_000, 0.9, 0.1)
-    assert cfg["eval"]["combine"] == "max"
-    assert cfg["model"]["dropout"] == 0.3 and list(cfg["model"]["stage_blocks"]) == [1, 1, 1, 1]
-    assert cfg["data"]["num_videos"] == 16  # a default of the random dataset builder
+    t = cfg.train
+    assert (t.base_lr, t.batch_size, t.iterations, t.lr_decay_at, t.lr_decay) == (0.00125, 8, 100_000, 0.9, 0.1)
+    assert cfg.eval.combine == "max"
+    assert cfg.model.dropout == 0.3 and list(cfg.model.stage_blocks) == [1, 1, 1, 1]
+    assert cfg.data.options.num_videos == 16  # a default of the random dataset builder
 
 
 def test_overrides_are_yaml_scalars():
-    cfg = load_config(TINY, ["train.base_lr=1e-3", "model.stage_blocks=[2,2,2,2]", "train.init=null", "train.amp=bf16", "data.multi_label=true"])
-    assert cfg["train"]["base_lr"] == pytest.approx(1e-3) and isinstance(cfg["train"]["base_lr"], float)
-    assert list(cfg["model"]["stage_blocks"]) == [2, 2, 2, 2]
-    assert cfg["train"]["init"] is None and cfg["train"]["amp"] == "bf16" and cfg["data"]["multi_label"] is True
+    cfg = load_config(TINY, ["train.base_lr=1e-3", "model.stage_blocks=[2,2,2,2]", "train.init=null", "train.amp=bf16",
+                             "data.multi_label=true"])
+    assert cfg.train.base_lr == pytest.approx(1e-3) and isinstance(cfg.train.base_lr, float)
+    assert list(cfg.model.stage_blocks) == [2, 2, 2, 2]
+    assert cfg.train.init is None and cfg.train.amp == "bf16" and cfg.data.options.multi_label is True
     assert parse_override("train.iterations=7") == (["train", "iterations"], 7)
 
 
@@ -77,8 +78,8 @@ def test_base_file_and_save_round_trip(tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text("base: base.yaml\ntrain: {iterations: 9}\nmodel: {name: joint_gcn_r50}\n")
     cfg = load_config(child)
-    assert cfg["train"]["iterations"] == 9 and cfg["train"]["seed"] == 3
-    assert cfg["model"]["name"] == "joint_gcn_r50" and cfg["model"]["width"] == 4
+    assert cfg.train.iterations == 9 and cfg.train.seed == 3
+    assert cfg.model.name == "joint_gcn_r50" and cfg.model.width == 4
     saved = save_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(saved) == cfg
 
@@ -96,12 +97,14 @@ def test_every_shipped_config_validates():
     assert len(set(stems)) == len(stems)  # default run folders runs/<stem> do not collide
     for path in configs:
         cfg = load_config(path)
-        if cfg["train"]["stage"] == "joint":  # section 6.1: 30K iterations at the reduced rate
-            assert cfg["train"]["iterations"] == 30000 and cfg["train"]["base_lr"] == pytest.approx(0.000125)
-        if cfg["data"]["kind"] == "charades":
-            assert cfg["data"]["test_clips"] == 10 and cfg["data"]["max_boxes"] == 50
-        if cfg["data"]["kind"].startswith("something"):
-            assert cfg["data"]["test_clips"] == 2 and cfg["data"]["max_boxes"] == 10
+        if cfg.train.stage == "joint":  # section 6.1: 30K iterations of 8 clips at the reduced rate
+            t = cfg.train
+            assert t.iterations * t.batch_size == 30000 * 8 and t.base_lr == pytest.approx(0.000125)
+            assert t.base_batch == 8
+        if cfg.data.kind == "charades":
+            assert cfg.data.options.test_clips == 10 and cfg.data.options.max_boxes == 50
+        if cfg.data.kind.startswith("something"):
+            assert cfg.data.options.test_clips == 2 and cfg.data.options.max_boxes == 10
 
 
 def test_cli_reports_config_error(tmp_path, capsys):
@@ -109,3 +112,41 @@ def test_cli_reports_config_error(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump(TINY))
     assert main(["train", str(cfg), "train.momentum=fast", "--run-dir", str(tmp_path / "run")]) == 2
     assert "train.momentum" in capsys.readouterr().err
+
+
+def test_model_section_is_build_models_keywords():
+    """ModelConfig declares the model section without importing the models: it must stay the
+    keyword arguments of build_model, with the same defaults."""
+    import dataclasses
+    import inspect
+
+    from strg.config import ModelConfig
+    from strg.models import build_model
+
+    params = {n: p for n, p in inspect.signature(build_model).parameters.items() if n not in ("name", "num_classes")}
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig) if f.name not in ("name", "num_classes")}
+    assert list(fields) == list(params)
+    for name, p in params.items():
+        assert fields[name].default == p.default, name
+
+
+def test_model_names_are_the_registrys():
+    from strg.models import build_model
+    from strg.variants import list_models
+
+    for name in list_models():
+        load_config({**TINY, "model": {"name": name}})
+    model = build_model("nl_st_gcn_r101", num_classes=2, width=4, stage_blocks=(1, 1, 1, 1), dim=8)
+    assert model.variant == "nl_st_gcn_r101"
+
+
+def test_train_init_2d_is_read_as_model_inflate_from(caplog):
+    """Old configs: train.init_2d was a second way to name the ImageNet weights."""
+    cfg = load_config(TINY, ["train.init_2d=resnet50.pth"])
+    assert cfg.model.inflate_from == "resnet50.pth" and "init_2d" not in cfg.to_dict()["train"]
+    assert "train.init_2d is now model.inflate_from" in caplog.text
+    assert load_config(TINY, ["train.init_2d=null"]).model.inflate_from is None
+    with pytest.raises(ConfigError, match="init_2d would overwrite.*model.inflate_from"):
+        load_config(TINY, ["train.init_2d=torchvision", "model.inflate_from=resnet50.pth"])
+    with pytest.raises(ConfigError, match="inflate_from and model.backbone_checkpoint are both set"):
+        load_config(TINY, ["model.inflate_from=a.pth", "model.backbone_checkpoint=b.pyth"])

@@ -37,7 +37,8 @@ def test_missing_video_raise_and_skip(tmp_path, caplog):
     with pytest.raises(DataError, match="gone.mp4.*not found"):
         ds[1]
     # evaluation: the bad video gives None, collate drops and counts it
-    ds = _manifest(tmp_path, ["ok.mp4,run", "gone.mp4,jump", "ok2.mp4,jump"], on_error="skip", training=False, test_clips=1)
+    ds = _manifest(tmp_path, ["ok.mp4,run", "gone.mp4,jump", "ok2.mp4,jump"], on_error="skip", training=False,
+                   test_clips=1)
     with caplog.at_level(logging.WARNING, logger="strg.data"):
         assert ds[1] is None
     assert "gone.mp4" in caplog.text and "skipping video gone" in caplog.text

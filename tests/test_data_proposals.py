@@ -109,6 +109,21 @@ def test_killed_writer_loses_only_the_video_in_progress(tmp_path):
         np.testing.assert_allclose(st.get("done")["scores"].sum(), _record(seed=1)["scores"].sum(), rtol=1e-6)
 
 
+def test_resume_after_a_killed_writer(tmp_path):
+    """Appending (an extraction's resume) after a kill mid-transaction: the hot journal is rolled
+    back, the finished video kept, the new one added."""
+    path = str(tmp_path / "p.db")
+    p = mp.get_context("spawn").Process(target=_killed_writer, args=(path,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 1 and os.path.exists(path + "-journal")
+    with ProposalStore(path, mode="a") as st:
+        assert st.keys() == ["done"]
+        st.put("next", **_record(seed=3))
+    with ProposalStore(path, mode="r") as st:
+        assert st.keys() == ["done", "next"]
+
+
 def test_pickle_and_fork_reopen_lazily(tmp_path):
     path = tmp_path / "p.db"
     with ProposalStore(path, mode="w") as st:

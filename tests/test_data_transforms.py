@@ -108,7 +108,8 @@ def test_normalisation_options(tmp_path):
     write_frame_folder(tmp_path / "clips" / "v0", frames, pattern="{:05d}.png")
     (tmp_path / "classes.txt").write_text("a\n")
     (tmp_path / "test.csv").write_text("path,labels\nclips/v0,a\n")
-    options = dict(split="test", training=False, manifest=str(tmp_path / "{split}.csv"), classes_file=str(tmp_path / "classes.txt"),
+    options = dict(split="test", training=False, manifest=str(tmp_path / "{split}.csv"),
+                   classes_file=str(tmp_path / "classes.txt"),
                    num_frames=T, stride=1, stride_unit="frames", test_clips=1, test_short_side=32)
     plain = build_dataset("manifest", **options)[0]["clip"]
     kinetics = build_dataset("manifest", mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), **options)[0]["clip"]

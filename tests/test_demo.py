@@ -88,9 +88,9 @@ def test_run_config_is_a_valid_engine_config(tmp_path):
                          stage="backbone" if head == "i3d" else "graph", init=None if head == "i3d" else "x",
                          iterations=10, geometry=geometry)
         resolved = load_config(cfg, [])
-        assert resolved["model"]["name"] == f"{head}_r50" and resolved["data"]["kind"] == "something_v2"
-        assert resolved["model"].get("box_geometry", False) is geometry
-        assert resolved["train"]["stage"] == cfg["train"]["stage"]
+        assert resolved.model.name == f"{head}_r50" and resolved.data.kind == "something_v2"
+        assert resolved.model.box_geometry is geometry
+        assert resolved.train.stage == cfg["train"]["stage"]
 
 
 def test_unknown_preset_key_is_refused(tmp_path):

@@ -59,7 +59,7 @@ def test_truncated_checkpoint_refused_and_resume_takes_previous(tmp_path):
     }
     run = tmp_path / "run"
     train(cfg, ["train.iterations=2"], run_dir=run)
-    train(cfg, run_dir=run, resume=True)  # continues 2 -> 4
+    train(cfg, run_dir=run, resume=True, allow_config_change=True)  # continues 2 -> 4
     (_, first), (_, last) = list_checkpoints(run)
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
@@ -69,13 +69,15 @@ def test_truncated_checkpoint_refused_and_resume_takes_previous(tmp_path):
     path, state = latest_checkpoint(run, warn=warnings.append)
     assert path == first and state["iteration"] == 2
     assert "ckpt_0000004.pt" in warnings[0]
-    out = train(cfg, run_dir=run, resume=True)  # redoes iterations 3-4 from the good checkpoint
+    # redoes iterations 3-4 from the good checkpoint, saved when the run was planned for 2 iterations
+    out = train(cfg, run_dir=run, resume=True, allow_config_change=True)
     assert out["iteration"] == 4 and load_checkpoint(last)["iteration"] == 4
 
 
 def test_mismatch_lists_keys_and_models(tmp_path):
     path = tmp_path / "joint.pt"
-    save_checkpoint(path, {"iteration": 1, "variant": "joint_gcn_r50", "num_classes": 3, "model": small("joint_gcn_r50").state_dict()})
+    save_checkpoint(path, {"iteration": 1, "variant": "joint_gcn_r50", "num_classes": 3,
+                           "model": small("joint_gcn_r50").state_dict()})
     state = load_checkpoint(path)
     with pytest.raises(CheckpointError) as e:
         load_model_state(small("joint_gcn_r50", num_classes=5), state, path)
@@ -87,7 +89,8 @@ def test_mismatch_lists_keys_and_models(tmp_path):
     msg = str(e.value)
     assert re.search(r"\d+ not in the model \(graph_head \d+, reduce 2\)", msg) and "graph_head.sim" in msg
     with pytest.raises(CheckpointError, match="needs the whole backbone"):
-        load_for_stage(build_model("joint_gcn_r50", num_classes=3, width=8, stage_blocks=(1, 1, 1, 1)), state, "graph", path)
+        load_for_stage(build_model("joint_gcn_r50", num_classes=3, width=8, stage_blocks=(1, 1, 1, 1)),
+                       state, "graph", path)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

@@ -1,4 +1,5 @@
-"""2 CPU processes (torchrun, Gloo) end with the same weights as 1 process with the same global batch;
+"""2 CPU processes (torchrun, Gloo) end with the same weights as 1 process with the same global batch
+(dropout on: its masks are keyed to the sample, not to the process);
 a training process killed with SIGKILL resumes from its last checkpoint to the same weights."""
 
 import os
@@ -15,10 +16,13 @@ from strg.engine import train
 from strg.engine.checkpoint import list_checkpoints, load_checkpoint
 
 CFG = {
-    "model": {"name": "joint_gcn_r50", "width": 4, "stage_blocks": [1, 1, 1, 1], "dim": 8, "gcn_layers": 1, "dropout": 0.0},
-    "data": {"kind": "random", "num_videos": 8, "num_classes": 3, "frames": 2, "size": 32, "boxes_per_frame": 2, "multi_label": True, "test_clips": 2},
-    "train": {"iterations": 4, "batch_size": 4, "batch_per_device": 2, "base_lr": 0.2, "base_batch": 4, "checkpoint_period": 2,
-              "num_workers": 0, "device": "cpu", "tensorboard": False, "progress": False, "log_period": 2},
+    "model": {"name": "joint_gcn_r50", "width": 4, "stage_blocks": [1, 1, 1, 1], "dim": 8, "gcn_layers": 1,
+              "dropout": 0.5},
+    "data": {"kind": "random", "num_videos": 8, "num_classes": 3, "frames": 2, "size": 32, "boxes_per_frame": 2,
+             "multi_label": True, "test_clips": 2},
+    "train": {"iterations": 4, "batch_size": 4, "batch_per_device": 2, "base_lr": 0.2, "base_batch": 4,
+              "checkpoint_period": 2, "num_workers": 0, "device": "cpu", "tensorboard": False, "progress": False,
+              "log_period": 2},
     "eval": {"split": "val", "batch_per_device": 2, "num_workers": 0},
 }
 
@@ -41,8 +45,9 @@ def test_two_processes_match_one(tmp_path):
     cfg_path.write_text(yaml.safe_dump(CFG))
     one = train(cfg_path, run_dir=tmp_path / "one")  # 1 process, 2 micro-batches of 2 clips
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "strg.cli", "train", str(cfg_path),
-           "train.batch_per_device=1", "--run-dir", str(tmp_path / "two")]  # 2 processes x 2 micro-batches of 1 clip
+    # 2 processes x 2 micro-batches of 1 clip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "strg.cli",
+           "train", str(cfg_path), "train.batch_per_device=1", "--run-dir", str(tmp_path / "two")]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -62,7 +67,8 @@ def test_two_processes_match_one(tmp_path):
 @pytest.mark.slow
 def test_killed_process_resumes_to_same_weights(tmp_path):
     torch.set_num_threads(1)
-    cfg = dict(CFG, train=dict(CFG["train"], iterations=12, checkpoint_period=2, batch_per_device=1), eval={"split": None})
+    cfg = dict(CFG, train=dict(CFG["train"], iterations=12, checkpoint_period=2, batch_per_device=1),
+               eval={"split": None})
     cfg["model"] = dict(CFG["model"], dropout=0.5)
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))

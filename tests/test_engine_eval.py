@@ -10,7 +10,7 @@ from torch import nn
 from strg.cli import main
 from strg.data.collate import make_collate
 from strg.engine import evaluate, train
-from strg.engine.datasets import VideoRecord
+from strg.data.datasets import VideoRecord
 from strg.engine.distributed import DistInfo
 from strg.engine.evaluator import evaluate_model
 from strg.metrics import read_submission
@@ -27,7 +27,7 @@ class ScoreClips(torch.utils.data.Dataset):
     """Item (video v, clip c): a 3 x 1 x 1 x 1 "clip" holding the scores of CLIP_SCORES[v, c]."""
 
     def __init__(self, multi_label):
-        self.videos = [VideoRecord(f"vid{v}") for v in range(3)]
+        self.videos = [VideoRecord(f"vid{v}", path="") for v in range(3)]
         self.classes = ["a", "b", "c"]
         self.multi_label = multi_label
 
@@ -36,7 +36,8 @@ class ScoreClips(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         v, c = divmod(i, 2)
-        target = torch.tensor([[1, 1, 0], [0, 0, 1], [0, 1, 0]][v], dtype=torch.float32) if self.multi_label else torch.tensor([1, 2, 0][v])
+        target = (torch.tensor([[1, 1, 0], [0, 0, 1], [0, 1, 0]][v], dtype=torch.float32) if self.multi_label
+                  else torch.tensor([1, 2, 0][v]))
         return {"clip": torch.tensor(CLIP_SCORES[v, c], dtype=torch.float32).view(3, 1, 1, 1),
                 "boxes": torch.zeros(1, 0, 4), "box_mask": torch.zeros(1, 0, dtype=torch.bool),
                 "target": target, "video_id": f"vid{v}", "video_index": v, "clip_index": c}
@@ -75,8 +76,9 @@ class Unlabelled(ScoreClips):
 
 
 def test_unlabelled_split_gives_predictions_only(tmp_path):
-    metrics = evaluate_model(Identity(), Unlabelled(False), collate_fn=make_collate(0), info=DistInfo(), multi_label=False,
-                             combine="max", scores="logit", progress=False, predictions_path=tmp_path / "p.txt")
+    metrics = evaluate_model(Identity(), Unlabelled(False), collate_fn=make_collate(0), info=DistInfo(),
+                             multi_label=False, combine="max", scores="logit", progress=False,
+                             predictions_path=tmp_path / "p.txt")
     assert "top1" not in metrics and metrics["num_videos"] == 3
     assert len((tmp_path / "p.txt").read_text().splitlines()) == 3
 
@@ -93,7 +95,8 @@ def test_evaluate_api_and_cli(tmp_path, capsys):
     torch.set_num_threads(1)
     cfg = {
         "model": {"name": "st_gcn_r50", "width": 4, "stage_blocks": [1, 1, 1, 1], "dim": 8, "gcn_layers": 1},
-        "data": {"kind": "random", "num_videos": 6, "num_classes": 3, "frames": 2, "size": 32, "multi_label": True, "test_clips": 3},
+        "data": {"kind": "random", "num_videos": 6, "num_classes": 3, "frames": 2, "size": 32, "multi_label": True,
+                 "test_clips": 3},
         "train": {"iterations": 2, "batch_size": 2, "batch_per_device": 2, "base_batch": 2, "num_workers": 0,
                   "device": "cpu", "tensorboard": False, "progress": False},
         "eval": {"split": "val", "batch_per_device": 3, "num_workers": 0},
@@ -104,11 +107,13 @@ def test_evaluate_api_and_cli(tmp_path, capsys):
     assert (tmp_path / "p.txt").read_text() == (tmp_path / "run" / "predictions_val.txt").read_text()
     mean = evaluate(tmp_path / "run" / "config.yaml", checkpoint=tmp_path / "run", overrides=["eval.combine=mean"])
     assert mean["num_videos"] == 6
-    assert main(["eval", str(tmp_path / "run" / "config.yaml"), "eval.max_videos=2", "--checkpoint", str(tmp_path / "run")]) == 0
+    assert main(["eval", str(tmp_path / "run" / "config.yaml"), "eval.max_videos=2",
+                 "--checkpoint", str(tmp_path / "run")]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["num_videos"] == 2 and printed["num_clips"] == 6
     # a checkpoint of another model is refused with the keys named
-    assert main(["eval", str(tmp_path / "run" / "config.yaml"), "model.name=sim_gcn_r50", "--checkpoint", str(tmp_path / "run")]) == 2
+    assert main(["eval", str(tmp_path / "run" / "config.yaml"), "model.name=sim_gcn_r50",
+                 "--checkpoint", str(tmp_path / "run")]) == 2
     assert "graph_head" in capsys.readouterr().err
 
 
@@ -129,8 +134,8 @@ def test_failed_video_scored_like_the_official_script(tmp_path, multi_label):
     from strg.metrics import charades_map, topk_accuracy
 
     with pytest.warns(UserWarning, match="1 videos could not be read"):
-        metrics = evaluate_model(Identity(), ScoreClipsWithFailure(multi_label), collate_fn=make_collate(0), info=DistInfo(),
-                                 multi_label=multi_label, batch_size=4, combine="max", scores="logit",
+        metrics = evaluate_model(Identity(), ScoreClipsWithFailure(multi_label), collate_fn=make_collate(0),
+                                 info=DistInfo(), multi_label=multi_label, batch_size=4, combine="max", scores="logit",
                                  progress=False, predictions_path=tmp_path / "p.txt")
     scores = CLIP_SCORES.max(axis=1)
     scores[1] = -np.inf  # a video missing from a submission: -inf (Charades_v1_classify.m)

@@ -6,11 +6,10 @@ import math
 import pytest
 import torch
 
+from strg.data import build_dataset
 from strg.engine import TrainingDiverged, lr_at, train
 from strg.engine.checkpoint import list_checkpoints, load_checkpoint
-from strg.engine.datasets import build_random_dataset
 from strg.errors import ConfigError
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -96,7 +95,7 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path, multi_label):
     cfg["model"]["dropout"] = 0.5  # dropout draws from the RNG: its state must be restored
     ref = train(cfg, run_dir=tmp_path / "ref")
 
-    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
+    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
                                 boxes_per_frame=2, multi_label=multi_label)
     # 2 items per micro-batch, 2 micro-batches per iteration: read 19 is inside iteration 5
     with pytest.raises(KeyboardInterrupt):
@@ -121,12 +120,14 @@ class Poisoned(Interrupting):
 
 
 def test_nan_loss_stops_naming_iteration_and_checkpoint(tmp_path):
-    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32, boxes_per_frame=2)
+    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
+                         boxes_per_frame=2)
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"at iteration 5.*ckpt_0000003\.pt"):
         train(tiny(), run_dir=run, train_set=Poisoned(data, at=9))  # 2 reads per iteration
     state = load_checkpoint(list_checkpoints(run)[-1][1])
-    assert state["iteration"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert state["iteration"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values()
+                                           if v.is_floating_point())
 
 
 def test_stagewise_training(tmp_path):
@@ -151,7 +152,8 @@ def test_stagewise_training(tmp_path):
     joint["model"]["frozen_bn"] = False
     train(joint, run_dir=tmp_path / "joint")
     j = weights(tmp_path / "joint")
-    changed = [k for k in j if k.startswith("backbone.") and j[k].is_floating_point() and not torch.equal(j[k], g["model"][k])]
+    changed = [k for k in j
+               if k.startswith("backbone.") and j[k].is_floating_point() and not torch.equal(j[k], g["model"][k])]
     assert changed  # the joint stage trains the backbone again
 
     with pytest.raises(ConfigError, match="train.init is required"):
@@ -179,13 +181,21 @@ def test_cli_trains_the_tiny_config(tmp_path, capsys):
 
     tiny_cfg = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
     run = tmp_path / "tiny"
-    assert main(["train", str(tiny_cfg), "train.iterations=2", "train.progress=false", "eval.max_videos=2", "--run-dir", str(run)]) == 0
+    assert main(["train", str(tiny_cfg), "train.iterations=2", "train.progress=false", "eval.max_videos=2",
+                 "--run-dir", str(run)]) == 0
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert final["iteration"] == 2 and final["num_videos"] == 2 and final["checkpoint"].endswith("ckpt_0000002.pt")
-    assert main(["train", str(tiny_cfg), "train.iterations=3", "train.progress=false", "eval.split=null", "--run-dir", str(run), "--resume"]) == 0
+    longer = ["train", str(tiny_cfg), "train.iterations=3", "train.progress=false", "eval.split=null",
+              "--run-dir", str(run), "--resume"]
+    saved = (run / "config.yaml").read_text()
+    assert main(longer) == 2  # a changed schedule needs --allow-config-change
+    assert "train.iterations: 2 -> 3" in capsys.readouterr().err and (run / "config.yaml").read_text() == saved
+    assert main(longer + ["--allow-config-change"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out.strip().splitlines()[-1])["iteration"] == 3
-    assert "config changed since: train.iterations" in (run / "log.txt").read_text()
+    log = (run / "log.txt").read_text()
+    assert "settings changed since: " in log and "train.iterations: 2 -> 3" in log
+    assert "iterations: 3" in (run / "config.yaml").read_text()
 
 
 def test_init_2d_and_backbone_checkpoint_together_are_refused(tmp_path):
@@ -217,14 +227,16 @@ def test_cache_features_trains_the_graph_stage_as_without(tmp_path):
         cfg["model"]["frozen_bn"] = False
         out[cache] = train(cfg, run_dir=tmp_path / f"graph_{cache}")
     plain, cached = weights(tmp_path / "graph_False"), weights(tmp_path / "graph_True")
-    moved = [k for k in plain if k.startswith(("graph_head.sim.weights", "graph_head.st.w_front")) and plain[k].abs().sum() > 0]
+    moved = [k for k in plain
+             if k.startswith(("graph_head.sim.weights", "graph_head.st.w_front")) and plain[k].abs().sum() > 0]
     assert moved  # the graph-conv weights (zero at init) were trained, so the comparison means something
     for k in plain:
         torch.testing.assert_close(cached[k], plain[k], rtol=1e-4, atol=1e-6)
     assert out[True]["train_loss"] == pytest.approx(out[False]["train_loss"], rel=1e-4)
     files = list((tmp_path / "cache").glob("features-*.pt"))
     assert len(files) == 1
-    assert "train.cache_features: the backbone's output of 8 training clips" in (tmp_path / "graph_True" / "log.txt").read_text()
+    log_text = (tmp_path / "graph_True" / "log.txt").read_text()
+    assert "train.cache_features: the backbone's output of 8 training clips" in log_text
 
     # a second run with the same backbone and data reuses the saved cache
     cfg = tiny("joint_gcn_r50", iterations=1, stage="graph", init=str(tmp_path / "backbone"), cache_features=True,
@@ -236,8 +248,85 @@ def test_cache_features_trains_the_graph_stage_as_without(tmp_path):
     # refused: another stage, random augmentation
     with pytest.raises(ConfigError, match="needs stage 'graph'"):
         train(tiny(cache_features=True), run_dir=tmp_path / "backbone_stage")
-    data = build_random_dataset(split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32, boxes_per_frame=2)
+    data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32,
+                         boxes_per_frame=2)
     cfg = tiny("joint_gcn_r50", iterations=1, stage="graph", init=str(tmp_path / "backbone"), cache_features=True)
     cfg["model"]["frozen_bn"] = False
     with pytest.raises(ConfigError, match="same every time"):
         train(cfg, run_dir=tmp_path / "jitter", train_set=Jittered(data, at=10**9))
+
+
+@pytest.mark.slow
+def test_tiny_config_longer_run_stays_finite_and_learns(tmp_path):
+    """configs/tiny_cpu.yaml with more iterations (its documented use): finite loss all the way,
+    and what it learns on train holds on val (the class colours are shared by the splits)."""
+    from pathlib import Path
+
+    tiny_cfg = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
+    run = tmp_path / "long"
+    out = train(tiny_cfg, ["train.iterations=300", "train.checkpoint_period=300", "train.progress=false"], run_dir=run)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["split"] == "train"]
+    assert len(losses) == 60 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+    assert out["top1"] >= 0.75  # 4 classes: chance is 0.25
+    assert "frozen BatchNorm" not in (run / "log.txt").read_text()
+
+
+def test_frozen_bn_from_scratch_is_warned(tmp_path):
+    run = tmp_path / "run"
+    train(tiny(iterations=1), run_dir=run)  # frozen_bn (the paper's default), no pretrained weights
+    assert "warning: the backbone starts from random weights with frozen BatchNorm" in (run / "log.txt").read_text()
+
+
+def test_library_reports_reach_the_terminal_and_the_run_log(tmp_path, capsys):
+    """`strg train` configures logging: build_model's weight report shows in the terminal and log.txt."""
+    import yaml
+
+    from strg.cli import main
+    from strg.models import build_model
+
+    kinetics = tmp_path / "i3d.pth"  # an I3D backbone's state dict (strg's keys): one of the I3D formats
+    backbone = build_model("i3d_r50", num_classes=3, width=4, stage_blocks=(1, 1, 1, 1)).backbone
+    torch.save(backbone.state_dict(), kinetics)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny("i3d_r50", iterations=1)))
+    capsys.readouterr()
+    assert main(["train", str(path), f"model.backbone_checkpoint={kinetics}", "--run-dir", str(tmp_path / "k")]) == 0
+    report = f"{kinetics}: strg I3D loaded"
+    assert report in capsys.readouterr().err
+    assert report in (tmp_path / "k" / "log.txt").read_text()
+
+
+def test_starting_weights_only_for_a_run_that_starts_from_them(tmp_path):
+    """model.inflate_from is read by a fresh run, not by one that loads a checkpoint (train.init,
+    --resume, evaluation), which replaces those weights: a file no longer there does not matter."""
+    from strg.engine import evaluate
+    from strg.errors import CheckpointError
+
+    gone = str(tmp_path / "gone.pth")
+    fresh = tiny("i3d_r50", iterations=1)
+    fresh["model"]["inflate_from"] = gone
+    with pytest.raises(CheckpointError, match="no such weights file"):
+        train(fresh, run_dir=tmp_path / "fresh")
+    train(tiny("i3d_r50", iterations=1), run_dir=tmp_path / "i3d")
+    graph = tiny("joint_gcn_r50", iterations=1, stage="graph", init=str(tmp_path / "i3d"))
+    graph["model"]["inflate_from"] = gone
+    train(graph, run_dir=tmp_path / "graph")
+    graph["train"]["iterations"] = 2
+    assert train(graph, run_dir=tmp_path / "graph", resume=True, allow_config_change=True)["iteration"] == 2
+    graph["eval"] = {"split": "val", "num_workers": 0}
+    assert evaluate(graph, checkpoint=tmp_path / "graph")["num_videos"] == 8
+
+
+def test_mixed_precision(tmp_path):
+    """train.amp: the forward runs under bf16 / fp16 autocast (fp16 with a gradient scaler, whose
+    state the checkpoint keeps for --resume); none: fp32."""
+    out = {amp: train(tiny(iterations=2, amp=amp), run_dir=tmp_path / amp) for amp in ("none", "bf16", "fp16")}
+    for amp in ("bf16", "fp16"):
+        assert f"amp {amp}" in (tmp_path / amp / "log.txt").read_text()
+        assert out[amp]["train_loss"] != out["none"]["train_loss"]  # computed in lower precision ...
+        assert out[amp]["train_loss"] == pytest.approx(out["none"]["train_loss"], rel=0.1)  # ... of the same model
+    assert weights(tmp_path / "bf16")["classifier.weight"].dtype == torch.float32  # the weights stay fp32
+    assert load_checkpoint(list_checkpoints(tmp_path / "fp16")[-1][1])["scaler"]["scale"] > 0
+    assert load_checkpoint(list_checkpoints(tmp_path / "none")[-1][1])["scaler"] == {}

@@ -395,7 +395,8 @@ def _to_pyslowfast(state):
             out[f"s{stage}.pathway0_res{block}.branch1{'' if parts[3] == '0' else '_bn'}.{parts[4]}"] = v
         else:
             letter = "abc"[int(parts[2][-1]) - 1]
-            out[f"s{stage}.pathway0_res{block}.branch2.{letter}{'_bn' if parts[2].startswith('bn') else ''}.{parts[3]}"] = v
+            bn_suffix = "_bn" if parts[2].startswith("bn") else ""
+            out[f"s{stage}.pathway0_res{block}.branch2.{letter}{bn_suffix}.{parts[3]}"] = v
     out["head.projection.weight"] = torch.zeros(400, 8)
     return out
 
@@ -407,7 +408,8 @@ def _to_mmaction(state):
         if parts[0] in ("conv1", "bn1"):
             out[f"backbone.conv1.{'conv' if parts[0] == 'conv1' else 'bn'}.{parts[1]}"] = v
         elif parts[2] == "nonlocal_block":
-            name = {"theta": "theta.conv", "phi": "phi.0.conv", "g": "g.0.conv", "out": "conv_out.conv", "bn": "conv_out.bn"}[parts[3]]
+            name = {"theta": "theta.conv", "phi": "phi.0.conv", "g": "g.0.conv", "out": "conv_out.conv",
+                    "bn": "conv_out.bn"}[parts[3]]
             out[f"backbone.{parts[0]}.{parts[1]}.non_local_block.{name}.{parts[4]}"] = v
         elif parts[2] == "downsample":
             out[f"backbone.{parts[0]}.{parts[1]}.downsample.{'conv' if parts[3] == '0' else 'bn'}.{parts[4]}"] = v
@@ -418,22 +420,23 @@ def _to_mmaction(state):
     return {"state_dict": out}
 
 
-@pytest.mark.parametrize("fmt,convert", [("pyslowfast", lambda s: {"model_state": _to_pyslowfast(s)}), ("mmaction2", _to_mmaction)])
+@pytest.mark.parametrize("fmt,convert", [("pyslowfast", lambda s: {"model_state": _to_pyslowfast(s)}),
+                                         ("mmaction2", _to_mmaction)])
 def test_load_field_checkpoints(tmp_path, fmt, convert):
     from strg.models.weights import load_i3d_checkpoint
 
     torch.manual_seed(0)
-    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True)
+    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source=fmt)
     for p in src.state_dict().values():
         p.normal_()
     path = tmp_path / f"{fmt}.pth"
     torch.save(convert(src.state_dict()), path)
-    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True)
-    detected, unused = load_i3d_checkpoint(dst, path)
-    assert detected == fmt and len(unused) == 1
+    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source=fmt)
+    report = load_i3d_checkpoint(dst, path)
+    assert report.format == fmt and report.source.name == fmt and len(report.unused) == 1
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
-    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1))  # no non-local blocks: must refuse
+    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), source=fmt)  # no non-local blocks: must refuse
     with pytest.raises(CheckpointError, match="unexpected.*nonlocal"):
         load_i3d_checkpoint(plain, path)
     bad = tmp_path / "bad.pth"
@@ -463,15 +466,17 @@ def _to_caffe2(state):
                 name = f"{res}_branch1_w" if parts[3] == "0" else f"{res}_branch1_bn_{bn[parts[4]]}"
             else:
                 branch = "abc"[int(parts[2][-1]) - 1]
-                name = f"{res}_branch2{branch}_w" if parts[2].startswith("conv") else f"{res}_branch2{branch}_bn_{bn[parts[3]]}"
+                name = (f"{res}_branch2{branch}_w" if parts[2].startswith("conv")
+                        else f"{res}_branch2{branch}_bn_{bn[parts[3]]}")
         out[name] = v.numpy().copy()
     return out
 
 
 def test_load_caffe2_pkl(tmp_path):
     """A video-nonlocal-net .pkl (pickled blobs, Python-2-era numpy references, momentum blobs and
-    counters beside the weights) loads into the same backbone, its first conv turned from BGR to
-    RGB inputs; a pickle that names anything but numpy arrays is refused without running it."""
+    counters beside the weights) loads into the same backbone, as it is (RGB) or, for a BGR run,
+    with its first conv turned from BGR to RGB inputs; a pickle that names anything but numpy
+    arrays is refused without running it."""
     import pickle
 
     import numpy as np
@@ -479,7 +484,7 @@ def test_load_caffe2_pkl(tmp_path):
     from strg.models.weights import load_i3d_checkpoint
 
     torch.manual_seed(0)
-    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True).eval()
+    src = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source="video_nonlocal_net").eval()
     for p in src.state_dict().values():
         if p.is_floating_point():
             p.normal_()
@@ -495,20 +500,20 @@ def test_load_caffe2_pkl(tmp_path):
     path = tmp_path / "i3d_nonlocal_32x2_IN_pretrain_400k.pkl"
     path.write_bytes(data)
 
-    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True).eval()
-    detected, unused = load_i3d_checkpoint(dst, path)
-    assert detected == "caffe2" and set(unused) == {"pred_w", "pred_b", "lr"}
+    dst = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), nonlocal_=True, source="video_nonlocal_net").eval()
+    report = load_i3d_checkpoint(dst, path)  # video-nonlocal-net evaluates on RGB frames: no flip
+    assert report.format == "caffe2" and set(report.unused) == {"pred_w", "pred_b", "lr"} and not report.flipped_to_rgb
     for k, v in src.state_dict().items():
-        want = v.flip(1) if k == "conv1.weight" else v
-        assert torch.equal(dst.state_dict()[k], want), k
+        assert torch.equal(dst.state_dict()[k], v), k
+    load_i3d_checkpoint(dst, path, source="video_nonlocal_net_bgr")  # a MODEL.USE_BGR run
+    assert torch.equal(dst.conv1.weight, src.conv1.weight.flip(1))
     clip = torch.randn(1, 3, 8, 32, 32, dtype=torch.float64)
     with torch.no_grad():  # RGB into the loaded backbone = BGR into the Caffe2 one (float64: the
         # random weights make large activations, and the flip changes the summation order)
         torch.testing.assert_close(copy.deepcopy(dst).double()(clip), copy.deepcopy(src).double()(clip.flip(1)))
-    load_i3d_checkpoint(dst, path, caffe2_bgr=False)
-    assert torch.equal(dst.conv1.weight, src.conv1.weight)
 
-    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1))  # no non-local blocks: must refuse
+    # no non-local blocks: must refuse
+    plain = i3d_resnet(50, width=4, stage_blocks=(1, 2, 4, 1), source="video_nonlocal_net")
     with pytest.raises(CheckpointError, match="unexpected.*nonlocal"):
         load_i3d_checkpoint(plain, path)
 
@@ -572,15 +577,18 @@ def test_roi_align_matmul_equals_torchvision(sampling_ratio):
     ours = roi_align_matmul(feats, boxes, spatial_scale=1 / 16, sampling_ratio=sampling_ratio)
     frames = feats.transpose(1, 2).reshape(b * t, c, h, w)
     index = torch.arange(b * t, dtype=torch.float64).repeat_interleave(k)
-    ref = torchvision.ops.roi_align(frames, torch.cat([index[:, None], boxes.reshape(-1, 4)], 1), 7, 1 / 16, sampling_ratio, True)
+    rois = torch.cat([index[:, None], boxes.reshape(-1, 4)], 1)
+    ref = torchvision.ops.roi_align(frames, rois, 7, 1 / 16, sampling_ratio, True)
     torch.testing.assert_close(ours, ref.reshape(b, t, k, c, 49).transpose(-1, -2))
     mask = torch.rand(b, t, k) > 0.3
     feats32 = feats.float().requires_grad_(True)
-    a = region_features(feats32, boxes.float(), mask, spatial_scale=1 / 16, impl="matmul", sampling_ratio=sampling_ratio)
+    a = region_features(feats32, boxes.float(), mask, spatial_scale=1 / 16, impl="matmul",
+                        sampling_ratio=sampling_ratio)
     a.sum().backward()
     grad_matmul = feats32.grad.clone()
     feats32.grad = None
-    r = region_features(feats32, boxes.float(), mask, spatial_scale=1 / 16, impl="roi_align", sampling_ratio=sampling_ratio)
+    r = region_features(feats32, boxes.float(), mask, spatial_scale=1 / 16, impl="roi_align",
+                        sampling_ratio=sampling_ratio)
     r.sum().backward()
     torch.testing.assert_close(a, r)
     torch.testing.assert_close(grad_matmul, feats32.grad)  # the same gradient too
@@ -605,16 +613,19 @@ def test_roi_align_sparse_equals_torchvision(sampling_ratio):
     for impl in ("roi_align", "sparse"):
         f = feats.clone().requires_grad_(True)
         outs[impl] = region_features(f, boxes, mask, spatial_scale=1 / 16, impl=impl, sampling_ratio=sampling_ratio)
-        (outs[impl] * torch.linspace(-1, 2, outs[impl].numel(), dtype=torch.float64).reshape(outs[impl].shape)).sum().backward()
+        ramp = torch.linspace(-1, 2, outs[impl].numel(), dtype=torch.float64).reshape(outs[impl].shape)
+        (outs[impl] * ramp).sum().backward()
         grads[impl] = f.grad
     torch.testing.assert_close(outs["sparse"], outs["roi_align"])
     torch.testing.assert_close(grads["sparse"], grads["roi_align"])
     assert grads["sparse"].abs().sum() > 0
     # float32 and bfloat16 features: computed in float32, returned in the input dtype
     for dtype in (torch.float32, torch.bfloat16):
-        out = region_features(feats.to(dtype), boxes.float(), mask, spatial_scale=1 / 16, impl="sparse", sampling_ratio=sampling_ratio)
+        out = region_features(feats.to(dtype), boxes.float(), mask, spatial_scale=1 / 16, impl="sparse",
+                              sampling_ratio=sampling_ratio)
         assert out.dtype == dtype
-        torch.testing.assert_close(out.double(), outs["roi_align"].detach(), atol=0.05 if dtype == torch.bfloat16 else 1e-5, rtol=0.02)
+        torch.testing.assert_close(out.double(), outs["roi_align"].detach(),
+                                   atol=0.05 if dtype == torch.bfloat16 else 1e-5, rtol=0.02)
 
 
 @pytest.mark.parametrize("batch", [1, 2])

@@ -59,6 +59,15 @@ def test_usage_errors_are_clear(tmp_path, capsys):
     assert "none.mp4" in capsys.readouterr().err
 
 
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_gpu_the_machine_lacks_is_a_clear_error(video_dir, tmp_path, capsys):
+    out = tmp_path / "p.sqlite"
+    args = ["proposals", "extract", "--videos", str(video_dir), "--out", str(out), *FAST, "--device", "cuda"]
+    assert main(args) == 2
+    assert "--device is 'cuda' but this machine has no CUDA device" in capsys.readouterr().err
+    assert not out.exists()
+
 def test_extract_from_a_config(video_dir, tmp_path):
     (tmp_path / "classes.txt").write_text("a\nb\n")
     for split in ("train", "val"):

@@ -192,7 +192,8 @@ def test_charades_variant_multi_label(tmp_path):
         starts = [float(a[1]) for a in acts]
         assert starts == sorted(starts) and all(float(a[1]) < float(a[2]) for a in acts)
     ds = build_dataset("charades", split="val", training=False, root=str(root),
-                       proposals=str(root / "proposals.sqlite"), num_frames=8, stride=1, stride_unit="frames", test_clips=1, test_short_side=48, max_boxes=5)
+                       proposals=str(root / "proposals.sqlite"), num_frames=8, stride=1, stride_unit="frames",
+                       test_clips=1, test_short_side=48, max_boxes=5)
     assert ds.multi_label and len(ds.classes) == len(ACTIONS)
     target = ds[0]["target"]
     assert target.shape == (len(ACTIONS),) and 2 <= float(target.sum()) <= 3

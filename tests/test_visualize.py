@@ -51,3 +51,32 @@ def test_cli_visualize_tiny_config(tmp_path, capsys):
     assert main(["visualize", TINY, "--out", str(out)]) == 0
     assert out.stat().st_size > 1000 and "predicted" in capsys.readouterr().out
     assert main(["visualize", TINY, "--video-id", "nope", "--out", str(out)]) == 2
+
+
+def test_return_graphs_keeps_the_graphs_of_the_forward_pass():
+    """model(..., return_graphs=True): the same logits, and the G_sim of Eq. 1-2 written as plain ops."""
+    torch.manual_seed(0)
+    model = build_model("joint_gcn_r50", num_classes=3, width=4, stage_blocks=(1, 1, 1, 1), dim=8).eval()
+    it = _item()
+    clip, boxes, mask = it["clip"][None], it["boxes"][None], it["box_mask"][None]
+    with torch.no_grad():
+        logits, graphs = model(clip, boxes, mask, return_graphs=True)
+        torch.testing.assert_close(logits, model(clip, boxes, mask))
+        feats = model.reduce(model.backbone(clip))  # (1, 8, 4, 4, 4)
+        nodes = torch.zeros(4, 2, 8)  # RoIAlign by torchvision, max over the 7x7 bins, feature frame t = input 2t
+        from torchvision.ops import roi_align
+
+        for t in range(4):
+            rois = torch.cat([torch.zeros(2, 1), boxes[0, 2 * t]], 1)
+            pooled = roi_align(feats[:, :, t], rois, 7, spatial_scale=1 / 16, sampling_ratio=-1, aligned=True)
+            nodes[t] = pooled.amax((2, 3))
+        real = mask[0, ::2].reshape(8)  # (8,) nodes frame-major
+        x = nodes.reshape(8, 8)
+        f = model.graph_head.sim.phi[0](x) @ model.graph_head.sim.phi_prime[0](x).T  # Eq. 1
+        expected = torch.zeros(8, 8)
+        expected[real[:, None] & real[None]] = torch.softmax(f[real][:, real], dim=1).reshape(-1)  # Eq. 2, real nodes
+    torch.testing.assert_close(graphs["sim"][0], expected, atol=1e-5, rtol=1e-4)
+    assert graphs["front"].shape == graphs["back"].shape == (1, 3, 2, 2) and graphs["boxes"].shape == (1, 4, 2, 4)
+    base = build_model("i3d_r50", num_classes=3, width=4, stage_blocks=(1, 1, 1, 1)).eval()
+    _, g = base(clip, boxes, mask, return_graphs=True)
+    assert set(g) == {"boxes", "mask"}  # no graph in the baseline: where the boxes fall only

@@ -11,10 +11,12 @@ every video once; see docs/proposals.md for the settings and their cost.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from strg.errors import ConfigError
+from strg.threads import add_threads_argument, apply_thread_policy
 
 # paper section 6.1: 50 proposals per frame on Charades, 10 on Something-Something. With a
 # config, the default is the dataset's own `max_boxes` (the boxes training reads per frame).
@@ -53,10 +55,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("--batch-size", type=int, default=16, help="frames per detector call (16)")
     ex.add_argument("--workers", type=int, default=4, help="decoding workers (4; 0 decodes in the main process)")
     ex.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    ex.add_argument("--amp", action="store_true", help="float16 autocast on CUDA (about 1.2x faster on an H200, docs/proposals.md)")
+    ex.add_argument("--amp", action="store_true",
+                    help="float16 autocast on CUDA (about 1.2x faster on an H200, docs/proposals.md)")
     ex.add_argument("--source-fps", type=float, default=None,
                     help="frame rate of frame folders (default: the config's frames_fps, else 24 as Charades)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_argument(ex)
+
+    mg = sub.add_parser("merge", help="merge the shards of a multi-process extraction into its store",
+                        description="Copy every shard STORE.rankN (written by `torchrun ... proposals extract`) "
+                                    "into STORE and delete it. Extraction does this itself at its end; this is "
+                                    "for shards copied from other machines or left by an interrupted run.")
+    mg.add_argument("store", help="the proposals store (created if missing)")
 
     im = sub.add_parser("import-something-else", help="convert Something-Else box annotations into a store",
                         description="Convert the Something-Else JSON box files (for Something-Something v2) "
@@ -75,25 +85,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _dataset_videos(config: str, overrides: list[str], splits: list[str] | None) -> tuple[list, dict]:
     """The videos of the dataset a config names (over ``splits``) and the extraction defaults it
     implies: ``out`` (data.proposals), ``top_k`` (the dataset's max_boxes), ``source_fps``."""
-    import inspect
+    import dataclasses
 
-    from strg.config import DATA_KEYS, load_config
-    from strg.data import build_dataset, dataset_builder
+    from strg.config import read_config
+    from strg.data import build_dataset, dataset_options
     from strg.proposals.extract import VideoEntry
 
-    data = dict(load_config(config, overrides, validate=False).get("data") or {})
+    data = dict(read_config(config, overrides)[0].get("data") or {})
     kind = data.pop("kind", None)
     if not isinstance(kind, str):
         raise ConfigError(f"{config}: data.kind is required (charades, something_v2, something_v1, manifest)")
     if kind == "random":
         raise ConfigError(f"{config}: data.kind 'random' is synthetic and has no videos to extract from")
-    max_boxes = data.get("max_boxes")  # boxes per frame training reads (an engine key and an option)
-    for key in DATA_KEYS:
-        data.pop(key, None)
-    builder_defaults = {
-        name: p.default for name, p in inspect.signature(dataset_builder(kind)).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
+    data.pop("train_split", None)
+    max_boxes = data.get("max_boxes")  # boxes per frame training reads
+    builder_defaults = {f.name: f.default for f in dataclasses.fields(dataset_options(kind))}
     defaults = {
         "out": data.pop("proposals", None),  # the store being written: the dataset must not open it
         "top_k": max_boxes or builder_defaults.get("max_boxes"),
@@ -111,11 +117,14 @@ def _dataset_videos(config: str, overrides: list[str], splits: list[str] | None)
 
 
 def _extract(args) -> int:
-    from strg.proposals.extract import extract_proposals, find_videos
+    from strg.proposals.extract import find_videos
     from strg.proposals.rpn import build_rpn_proposer
+    from strg.proposals.sharded import extract_proposals_sharded, init_from_torchrun, rank_device
 
     if not args.config and not args.videos:
         raise ConfigError("give a CONFIG, or --videos PATH... with your own videos")
+    apply_thread_policy(args.threads, workers=args.workers,
+                        say=lambda text: print(f"strg proposals extract: {text}", file=sys.stderr))
     videos, defaults = [], {}
     if args.config:
         videos, defaults = _dataset_videos(args.config, args.overrides, args.split)
@@ -129,15 +138,28 @@ def _extract(args) -> int:
         raise ConfigError("give the proposals store to write with --out FILE (or data.proposals in the config)")
     if args.random_weights and args.detector_weights:
         raise ConfigError("give either --detector-weights or --random-weights, not both")
+    if os.path.exists(out):  # refuse a file that is not a store before loading the detector
+        from strg.data.proposals import ProposalStore
+
+        ProposalStore(out, mode="r").close()
     weights = None if args.random_weights else (args.detector_weights or "coco")
     top_k = args.top_k or defaults.get("top_k") or FALLBACK_TOP_K
     source_fps = args.source_fps or defaults.get("source_fps")
     proposer = build_rpn_proposer(detector=args.detector, weights=weights, top_k=top_k, nms_iou=args.nms_iou,
                                   min_size=args.min_size, max_size=args.max_size)
-    result = extract_proposals(
-        videos, out, proposer, rate=args.fps, batch_size=args.batch_size, num_workers=args.workers,
-        device=args.device, amp=args.amp, source_fps=source_fps, progress=not args.no_progress,
+    # under torchrun: each rank its share of the videos, into its own shard, merged at the end
+    rank, world, local_rank = init_from_torchrun()
+    result = extract_proposals_sharded(
+        videos, out, proposer, rank=rank, world_size=world, rate=args.fps, batch_size=args.batch_size,
+        num_workers=args.workers, device=rank_device(args.device, local_rank), amp=args.amp, source_fps=source_fps,
+        progress=not args.no_progress and rank == 0,
     )
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if rank != 0:  # rank 0 reports for all
+        return 0
     print(f"{out}: {len(result.written)} videos written, {len(result.skipped)} already there, "
           f"{len(result.failed)} failed; {result.frames} frames in {result.seconds:.1f} s "
           f"({result.frames_per_second:.1f} frames/s)")
@@ -162,7 +184,18 @@ def _import_something_else(args) -> int:
     return 0
 
 
+def _merge(args) -> int:
+    from strg.proposals.sharded import find_shards, merge_shards
+
+    shards = find_shards(args.store)
+    merged = merge_shards(args.store)
+    print(f"{args.store}: {len(merged)} videos merged from {len(shards)} shards")
+    return 0
+
+
 def run(args) -> int:
     if args.action == "extract":
         return _extract(args)
+    if args.action == "merge":
+        return _merge(args)
     return _import_something_else(args)

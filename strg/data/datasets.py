@@ -2,9 +2,9 @@
 
 Every dataset is a :class:`ClipDataset`: a list of :class:`VideoRecord` (annotation order kept,
 the Charades metric depends on it), the class names, and the clip / box / target logic shared by
-all kinds. The kind-specific part is only reading the annotation files. Builders (plain functions,
-keyword-only options with defaults, see :data:`DATASET_BUILDERS`) are what
-``strg.data.build_dataset`` calls.
+all kinds. The kind-specific part is only reading the annotation files. The builders
+(:func:`charades`, :func:`something_v2`, :func:`something_v1`, :func:`manifest`) take their kind's
+options object (:mod:`strg.data.options`); ``strg.data.build_dataset`` is how they are called.
 
 Item layout: docs/DESIGN.md, "The batch". In test mode the dataset enumerates
 ``videos x test_clips x test_views`` items, video-major: item ``i`` is video
@@ -23,22 +23,36 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from strg.data.decode import open_video
+from strg.data.decode import DECODE_BACKENDS, open_video, torchcodec_cuda_problem
+from strg.data.options import (
+    CharadesOptions,
+    ClipOptions,
+    ManifestOptions,
+    SomethingV1Options,
+    SomethingV2Options,
+)
 from strg.data.proposals import ProposalStore, select_boxes
-from strg.data.sampling import clip_indices, clip_span, random_clip_start, stride_in_frames, uniform_clip_starts
+from strg.data.sampling import (
+    clip_indices,
+    clip_span,
+    random_clip_start,
+    stride_in_frames,
+    uniform_clip_starts,
+)
 from strg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
 from strg.errors import ConfigError, DataError
 
 _MAX_CONSECUTIVE_SKIPS = 20  # training under on_error='skip': then the dataset is broken, stop
 logger = logging.getLogger("strg.data")
 
-__all__ = ["DATASET_BUILDERS", "ClipDataset", "VideoRecord"]
+__all__ = ["ClipDataset", "VideoRecord", "charades", "something_v2", "something_v1", "manifest"]
 
 
 @dataclass
@@ -113,8 +127,10 @@ class ClipDataset(Dataset):
             raise ConfigError(f"stride_unit must be 'frames' or 'seconds', not {stride_unit!r}")
         if num_frames < 1 or stride <= 0 or test_clips < 1 or max_boxes < 0:
             raise ConfigError("num_frames, stride and test_clips must be positive, max_boxes >= 0")
-        if decode_backend not in ("auto", "pyav", "torchcodec"):
-            raise ConfigError(f"decode_backend must be 'auto', 'pyav' or 'torchcodec', not {decode_backend!r}")
+        if decode_backend not in DECODE_BACKENDS:
+            raise ConfigError(f"decode_backend must be one of {', '.join(DECODE_BACKENDS)}; not {decode_backend!r}")
+        if decode_backend == "torchcodec-cuda" and torchcodec_cuda_problem() is not None:  # before any video
+            raise ConfigError(f"decode_backend=torchcodec-cuda: cannot decode on the GPU: {torchcodec_cuda_problem()}")
         self.videos = videos
         self.classes = classes
         self.multi_label = multi_label
@@ -302,6 +318,19 @@ def _resolve(root: str, path: str | None, default: str) -> str:
     return os.path.join(root, default) if path is None else (path if os.path.isabs(path) else os.path.join(root, path))
 
 
+def _check_fields(row: dict, header: Sequence[str], where: str) -> None:
+    """A CSV row (``csv.DictReader``) must have as many fields as the header: a short row would
+    leave its last columns (e.g. Charades ``actions``) silently empty."""
+    if None in row:
+        raise DataError(f"{where}: more fields ({len(header) + len(row[None])}) than header columns ({len(header)})")
+    missing = [k for k in header if row.get(k) is None]
+    if missing:
+        raise DataError(
+            f"{where}: fewer fields ({len(header) - len(missing)}) than header columns ({len(header)}): "
+            f"no {', '.join(missing)}"
+        )
+
+
 def _check_unique(videos: list[VideoRecord], path: str) -> None:
     seen: dict[str, str] = {}
     for v in videos:
@@ -341,9 +370,10 @@ def read_charades_csv(path: str, class_ids: list[str], video_path) -> list[Video
         try:
             for row in reader:
                 where = f"{path}:{reader.line_num}"
+                _check_fields(row, reader.fieldnames, where)
                 vid = (row.get("id") or "").strip()
-                if not vid or None in row:
-                    raise DataError(f"{where}: malformed line (no id or too many fields)")
+                if not vid:
+                    raise DataError(f"{where}: malformed line (no id)")
                 acts = []
                 for a in filter(None, (s.strip() for s in (row["actions"] or "").split(";"))):
                     parts = a.split()
@@ -369,8 +399,13 @@ def read_charades_csv(path: str, class_ids: list[str], video_path) -> list[Video
     return videos
 
 
-def read_something_v2(path: str, labels_path: str, video_path) -> tuple[list[VideoRecord], list[str]]:
-    """Something-Something v2 JSON; the class is the template without brackets (docs/formats.md)."""
+def read_something_v2(
+    path: str, labels_path: str, video_path, *, labelled: bool | None = None
+) -> tuple[list[VideoRecord], list[str]]:
+    """Something-Something v2 JSON; the class is the template without brackets (docs/formats.md).
+
+    ``labelled``: True (train / validation) requires a ``template`` in every entry, False (test)
+    takes ids only; None accepts both, but not a mix of the two in one file."""
     table = _read_json(labels_path)
     if not isinstance(table, dict) or not table:
         raise DataError(f"{labels_path}: expected a JSON object template -> class index")
@@ -387,7 +422,7 @@ def read_something_v2(path: str, labels_path: str, video_path) -> tuple[list[Vid
     entries = _read_json(path)
     if not isinstance(entries, list):
         raise DataError(f"{path}: expected a JSON list of videos")
-    videos = []
+    videos, first = [], None
     for n, e in enumerate(entries):
         if not isinstance(e, dict) or "id" not in e:
             raise DataError(f"{path}: entry {n} has no 'id'")
@@ -395,12 +430,15 @@ def read_something_v2(path: str, labels_path: str, video_path) -> tuple[list[Vid
         where = f"{path}: id {vid}"
         label = -1
         if "template" in e:
-            name = str(e["template"]).replace("[", "").replace("]", "")
+            if not isinstance(e["template"], str):
+                raise DataError(f"{where}: 'template' {e['template']!r} is not a string")
+            name = e["template"].replace("[", "").replace("]", "")
             if name not in index:
                 raise DataError(f"{where}: unknown class {name!r} (not in {labels_path})")
             label = index[name]
         elif "label" in e:
             raise DataError(f"{where}: entry has a 'label' but no 'template'")
+        first = _check_labelled(labelled, label >= 0, first, where, "'template'")
         videos.append(VideoRecord(vid, video_path(vid), label=label, source=where))
     if not videos:
         raise DataError(f"{path}: no videos")
@@ -408,13 +446,16 @@ def read_something_v2(path: str, labels_path: str, video_path) -> tuple[list[Vid
     return videos, classes
 
 
-def read_something_v1(path: str, labels_path: str, video_path) -> tuple[list[VideoRecord], list[str]]:
-    """Something-Something v1: classes one per line; ``id;label`` lines (test: ``id`` only)."""
+def read_something_v1(
+    path: str, labels_path: str, video_path, *, labelled: bool | None = None
+) -> tuple[list[VideoRecord], list[str]]:
+    """Something-Something v1: classes one per line; ``id;label`` lines (test: ``id`` only).
+    ``labelled`` as in :func:`read_something_v2`."""
     classes = [c.strip() for c in _read_lines(labels_path) if c.strip()]
     if len(set(classes)) != len(classes) or not classes:
         raise DataError(f"{labels_path}: class names must be unique and non-empty")
     index = {c: i for i, c in enumerate(classes)}
-    videos = []
+    videos, first = [], None
     for n, line in enumerate(_read_lines(path), 1):
         if not line.strip():
             continue
@@ -427,11 +468,37 @@ def read_something_v1(path: str, labels_path: str, video_path) -> tuple[list[Vid
             if parts[1] not in index:
                 raise DataError(f"{path}:{n}: video {vid}: unknown class {parts[1]!r}")
             label = index[parts[1]]
+        first = _check_labelled(labelled, label >= 0, first, f"{path}:{n}", "label")
         videos.append(VideoRecord(vid, video_path(vid), label=label, source=f"{path}:{n}"))
     if not videos:
         raise DataError(f"{path}: no videos")
     _check_unique(videos, path)
     return videos, classes
+
+
+def _check_labelled(labelled: bool | None, has_label: bool, first: tuple[str, bool] | None, where: str,
+                    what: str) -> tuple[str, bool]:
+    """Labelled splits need a label on every entry; an unlabelled entry among labelled ones is a
+    damaged line, not a test video (it would train as class -1 or silently lose its labels).
+
+    Args:
+        labelled: True: every entry needs a label; False or None: labels optional, but with None
+            all entries must agree with the first.
+        has_label: whether this entry has one.
+        first: (source, has_label) of the file's first entry; None for the first entry itself.
+    Returns:
+        ``first`` for the next call.
+    """
+    if labelled and not has_label:
+        raise DataError(f"{where}: no {what} (this split needs a label on every entry)")
+    if first is None:
+        return where, has_label
+    if labelled is None and has_label != first[1]:
+        raise DataError(
+            f"{where}: {'has a' if has_label else 'has no'} {what}, unlike the first entry ({first[0]}); "
+            "labelled and unlabelled entries cannot be mixed"
+        )
+    return first
 
 
 def _float_or_none(value, where: str, key: str) -> float | None:
@@ -446,8 +513,14 @@ def _float_or_none(value, where: str, key: str) -> float | None:
     return x
 
 
-def read_manifest(path: str, classes: list[str], root: str, multi_label: bool) -> list[VideoRecord]:
-    """A CSV (header ``path,labels[,id,start,end]``) or JSON Lines manifest (docs/data.md)."""
+def read_manifest(
+    path: str, classes: list[str], root: str, multi_label: bool, *, labelled: bool | None = None
+) -> list[VideoRecord]:
+    """A CSV (header ``path,labels[,id,start,end]``) or JSON Lines manifest (docs/data.md).
+
+    ``labelled`` as in :func:`read_something_v2` (True for training). An entry has a label when
+    its ``labels`` is not empty; with ``multi_label`` an explicitly empty one (``""``, ``[]``:
+    no action in the video) counts as given, a missing key or field does not."""
     index = {c: i for i, c in enumerate(classes)}
     rows: list[tuple[str, dict]] = []
     if path.endswith((".jsonl", ".json")):
@@ -469,12 +542,11 @@ def read_manifest(path: str, classes: list[str], root: str, multi_label: bool) -
                 raise DataError(f"{path}:1: header needs a 'path' column (and 'labels' for labelled data)")
             try:
                 for row in reader:
-                    if None in row:
-                        raise DataError(f"{path}:{reader.line_num}: more fields than header columns")
+                    _check_fields(row, reader.fieldnames, f"{path}:{reader.line_num}")
                     rows.append((f"{path}:{reader.line_num}", row))
             except csv.Error as e:
                 raise DataError(f"{path}:{reader.line_num}: {e}") from e
-    videos = []
+    videos, first = [], None
     for where, row in rows:
         rel = row.get("path")
         if not rel or not isinstance(rel, str):
@@ -488,6 +560,7 @@ def read_manifest(path: str, classes: list[str], root: str, multi_label: bool) -
         ids = sorted({index[s] for s in names})
         if not multi_label and len(ids) > 1:
             raise DataError(f"{where}: several labels {names} but multi_label is off")
+        first = _check_labelled(labelled, bool(ids) or (multi_label and raw is not None), first, where, "labels")
         vid = str(row.get("id") or os.path.splitext(os.path.basename(rel.rstrip("/")))[0])
         start = _float_or_none(row.get("start"), where, "start")
         end = _float_or_none(row.get("end"), where, "end")
@@ -523,7 +596,7 @@ def read_flip_map(path: str, classes: list[str]) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
-# builders
+# builders: ``fn(options, *, split, training)``, the options declared in strg/data/options.py
 
 
 def _split_name(split: str, names: dict[str, str], kind: str) -> str:
@@ -532,233 +605,92 @@ def _split_name(split: str, names: dict[str, str], kind: str) -> str:
     return names[split]
 
 
-def _common(
-    kind: str, videos, classes, *, multi_label, training, flip, flip_label_map, needs_flip_map, **kw
-) -> ClipDataset:
+def _clip_dataset(kind: str, videos, classes, o: ClipOptions, *, multi_label: bool, training: bool,
+                  needs_flip_map: bool, frames_fps: float = 24.0) -> ClipDataset:
+    """The :class:`ClipDataset` of ``videos`` with the options every video kind shares."""
     transform = ClipTransform(
-        training=training,
-        train_short_side=kw.pop("train_short_side"),
-        crop_size=kw.pop("crop_size"),
-        test_short_side=kw.pop("test_short_side"),
-        test_views=kw.pop("test_views"),
-        flip=flip,
-        mean=kw.pop("mean"),
-        std=kw.pop("std"),
+        training=training, train_short_side=o.train_short_side, crop_size=o.crop_size,
+        test_short_side=o.test_short_side, test_views=o.test_views, flip=o.flip,
+        mean=IMAGENET_MEAN if o.mean is None else o.mean, std=IMAGENET_STD if o.std is None else o.std,
     )
     flip_map = None
-    if flip_label_map:
-        flip_map = read_flip_map(flip_label_map, classes)
-    elif flip and needs_flip_map and training:
+    if o.flip_label_map:
+        flip_map = read_flip_map(o.flip_label_map, classes)
+    elif o.flip and needs_flip_map and training:
         raise ConfigError(
             f"{kind}: horizontal flip turns 'left' into 'right' here; set flip_label_map (a JSON class -> "
             "mirrored class map) or leave flip off"
         )
-    return ClipDataset(videos, classes, multi_label=multi_label, training=training, transform=transform,
-                       flip_map=flip_map, **kw)  # fmt: skip
-
-
-def charades(
-    *,
-    split: str,
-    training: bool,
-    root: str = ".",
-    annotation_file: str | None = None,
-    classes_file: str | None = None,
-    video_dir: str | None = None,
-    source: str = "video",
-    video_ext: str = ".mp4",
-    frames_fps: float = 24.0,
-    num_frames: int = 32,
-    stride: float = 1 / 6,
-    stride_unit: str = "seconds",
-    test_clips: int = 10,
-    test_views: int = 1,
-    train_short_side: tuple[int, int] = (256, 320),
-    crop_size: int = 224,
-    test_short_side: int = 256,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-    flip: bool = True,
-    flip_label_map: str | None = None,
-    proposals: str | None = None,
-    max_boxes: int = 50,
-    proposal_tolerance: float | None = None,
-    on_error: str = "raise",
-    decode_backend: str = "auto",
-    decode_threads: int = 1,
-) -> ClipDataset:
-    """Charades v1 (multi-label, 157 classes). Splits: "train" (Charades_v1_train.csv) and
-    "val"/"test" (Charades_v1_test.csv, the set the paper reports). ``source`` "video" reads
-    ``video_dir/<id><video_ext>`` (default ``root/Charades_v1``), "frames" reads
-    ``video_dir/<id>/<id>-000001.jpg`` (default ``root/Charades_v1_rgb``, 24 fps). The default
-    stride, 1/6 s, is the paper's 6 fps (section 6.1) whatever the mp4's own frame rate."""
-    csv_name = _split_name(split, {"train": "train", "val": "test", "test": "test"}, "charades")
-    if source not in ("video", "frames"):
-        raise ConfigError(f"charades: source must be 'video' or 'frames', not {source!r}")
-    ids, names = read_charades_classes(_resolve(root, classes_file, "Charades_v1_classes.txt"))
-    vdir = _resolve(root, video_dir, "Charades_v1" if source == "video" else "Charades_v1_rgb")
-    ext = video_ext if source == "video" else ""  # frames: the folder <id>/
-    videos = read_charades_csv(
-        _resolve(root, annotation_file, f"Charades_v1_{csv_name}.csv"), ids, lambda v: os.path.join(vdir, v + ext)
+    return ClipDataset(
+        videos, classes, multi_label=multi_label, training=training, transform=transform, flip_map=flip_map,
+        num_frames=o.num_frames, stride=o.stride, stride_unit=o.stride_unit, test_clips=o.test_clips,
+        proposals=o.proposals, max_boxes=o.max_boxes, proposal_tolerance=o.proposal_tolerance, on_error=o.on_error,
+        decode_backend=o.decode_backend, decode_threads=o.decode_threads, frames_fps=frames_fps,
     )
-    return _common(
-        "charades", videos, names, multi_label=True, training=training, flip=flip, flip_label_map=flip_label_map,
-        needs_flip_map=False, train_short_side=train_short_side, crop_size=crop_size,
-        test_short_side=test_short_side, test_views=test_views, mean=mean, std=std, num_frames=num_frames, stride=stride,
-        stride_unit=stride_unit, test_clips=test_clips, proposals=proposals, max_boxes=max_boxes,
-        proposal_tolerance=proposal_tolerance, on_error=on_error, decode_backend=decode_backend,
-        decode_threads=decode_threads, frames_fps=frames_fps,
-    )  # fmt: skip
 
 
-def something_v2(
-    *,
-    split: str,
-    training: bool,
-    root: str = ".",
-    annotation_file: str | None = None,
-    labels_file: str | None = None,
-    video_dir: str | None = None,
-    video_ext: str = ".webm",
-    num_frames: int = 32,
-    stride: float = 2.0,
-    stride_unit: str = "frames",
-    test_clips: int = 2,
-    test_views: int = 1,
-    train_short_side: tuple[int, int] = (256, 320),
-    crop_size: int = 224,
-    test_short_side: int = 256,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-    flip: bool = False,
-    flip_label_map: str | None = None,
-    proposals: str | None = None,
-    max_boxes: int = 10,
-    proposal_tolerance: float | None = None,
-    on_error: str = "raise",
-    decode_backend: str = "auto",
-    decode_threads: int = 1,
-) -> ClipDataset:
+def charades(o: CharadesOptions, *, split: str, training: bool) -> ClipDataset:
+    """Charades v1 (multi-label, 157 classes). Splits: "train" (Charades_v1_train.csv) and
+    "val"/"test" (Charades_v1_test.csv, the set the paper reports)."""
+    csv_name = _split_name(split, {"train": "train", "val": "test", "test": "test"}, "charades")
+    if o.source not in ("video", "frames"):
+        raise ConfigError(f"charades: source must be 'video' or 'frames', not {o.source!r}")
+    ids, names = read_charades_classes(_resolve(o.root, o.classes_file, "Charades_v1_classes.txt"))
+    vdir = _resolve(o.root, o.video_dir, "Charades_v1" if o.source == "video" else "Charades_v1_rgb")
+    ext = o.video_ext if o.source == "video" else ""  # frames: the folder <id>/
+    videos = read_charades_csv(
+        _resolve(o.root, o.annotation_file, f"Charades_v1_{csv_name}.csv"), ids, lambda v: os.path.join(vdir, v + ext)
+    )
+    return _clip_dataset("charades", videos, names, o, multi_label=True, training=training, needs_flip_map=False,
+                         frames_fps=o.frames_fps)
+
+
+_SOMETHING_SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+
+
+def something_v2(o: SomethingV2Options, *, split: str, training: bool) -> ClipDataset:
     """Something-Something v2 (174 classes, webm at 12 fps). Splits "train", "val"/"validation",
     "test" (ids only: targets -1). Files default to ``root/labels/something-something-v2-*.json``
     and ``root/20bn-something-something-v2/<id>.webm``."""
-    name = _split_name(split, {"train": "train", "val": "validation", "validation": "validation", "test": "test"},
-                       "something_v2")  # fmt: skip
-    labels_dir = "labels" if os.path.isdir(os.path.join(root, "labels")) else ""
-    vdir = _resolve(root, video_dir, "20bn-something-something-v2")
+    name = _split_name(split, _SOMETHING_SPLITS, "something_v2")
+    labels_dir = "labels" if os.path.isdir(os.path.join(o.root, "labels")) else ""
+    vdir = _resolve(o.root, o.video_dir, "20bn-something-something-v2")
     videos, classes = read_something_v2(
-        _resolve(root, annotation_file, os.path.join(labels_dir, f"something-something-v2-{name}.json")),
-        _resolve(root, labels_file, os.path.join(labels_dir, "something-something-v2-labels.json")),
-        lambda v: os.path.join(vdir, v + video_ext),
+        _resolve(o.root, o.annotation_file, os.path.join(labels_dir, f"something-something-v2-{name}.json")),
+        _resolve(o.root, o.labels_file, os.path.join(labels_dir, "something-something-v2-labels.json")),
+        lambda v: os.path.join(vdir, v + o.video_ext),
+        labelled=name != "test",
     )
-    return _common(
-        "something_v2", videos, classes, multi_label=False, training=training, flip=flip,
-        flip_label_map=flip_label_map, needs_flip_map=True, train_short_side=train_short_side,
-        crop_size=crop_size, test_short_side=test_short_side, test_views=test_views, mean=mean, std=std, num_frames=num_frames,
-        stride=stride, stride_unit=stride_unit, test_clips=test_clips, proposals=proposals, max_boxes=max_boxes,
-        proposal_tolerance=proposal_tolerance, on_error=on_error, decode_backend=decode_backend,
-        decode_threads=decode_threads,
-    )  # fmt: skip
+    return _clip_dataset("something_v2", videos, classes, o, multi_label=False, training=training, needs_flip_map=True)
 
 
-def something_v1(
-    *,
-    split: str,
-    training: bool,
-    root: str = ".",
-    annotation_file: str | None = None,
-    labels_file: str | None = None,
-    video_dir: str | None = None,
-    frames_fps: float = 12.0,
-    num_frames: int = 32,
-    stride: float = 2.0,
-    stride_unit: str = "frames",
-    test_clips: int = 2,
-    test_views: int = 1,
-    train_short_side: tuple[int, int] = (256, 320),
-    crop_size: int = 224,
-    test_short_side: int = 256,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-    flip: bool = False,
-    flip_label_map: str | None = None,
-    proposals: str | None = None,
-    max_boxes: int = 10,
-    proposal_tolerance: float | None = None,
-    on_error: str = "raise",
-    decode_backend: str = "auto",
-    decode_threads: int = 1,
-) -> ClipDataset:
+def something_v1(o: SomethingV1Options, *, split: str, training: bool) -> ClipDataset:
     """Something-Something v1 (174 classes, JPEG frames ``%05d.jpg`` from 1, 12 fps). Files default
     to ``root/something-something-v1-{train,validation,test}.csv``, ``...-labels.csv`` and
     ``root/20bn-something-something-v1/<id>/``."""
-    name = _split_name(split, {"train": "train", "val": "validation", "validation": "validation", "test": "test"},
-                       "something_v1")  # fmt: skip
-    vdir = _resolve(root, video_dir, "20bn-something-something-v1")
+    name = _split_name(split, _SOMETHING_SPLITS, "something_v1")
+    vdir = _resolve(o.root, o.video_dir, "20bn-something-something-v1")
     videos, classes = read_something_v1(
-        _resolve(root, annotation_file, f"something-something-v1-{name}.csv"),
-        _resolve(root, labels_file, "something-something-v1-labels.csv"),
+        _resolve(o.root, o.annotation_file, f"something-something-v1-{name}.csv"),
+        _resolve(o.root, o.labels_file, "something-something-v1-labels.csv"),
         lambda v: os.path.join(vdir, v),
+        labelled=name != "test",
     )
-    return _common(
-        "something_v1", videos, classes, multi_label=False, training=training, flip=flip,
-        flip_label_map=flip_label_map, needs_flip_map=True, train_short_side=train_short_side,
-        crop_size=crop_size, test_short_side=test_short_side, test_views=test_views, mean=mean, std=std, num_frames=num_frames,
-        stride=stride, stride_unit=stride_unit, test_clips=test_clips, proposals=proposals, max_boxes=max_boxes,
-        proposal_tolerance=proposal_tolerance, on_error=on_error, decode_backend=decode_backend,
-        decode_threads=decode_threads, frames_fps=frames_fps,
-    )  # fmt: skip
+    return _clip_dataset("something_v1", videos, classes, o, multi_label=False, training=training, needs_flip_map=True,
+                         frames_fps=o.frames_fps)
 
 
-def manifest(
-    *,
-    split: str,
-    training: bool,
-    manifest: str | None = None,
-    classes_file: str | None = None,
-    root: str | None = None,
-    multi_label: bool = False,
-    frames_fps: float = 24.0,
-    num_frames: int = 32,
-    stride: float = 1 / 6,
-    stride_unit: str = "seconds",
-    test_clips: int = 10,
-    test_views: int = 1,
-    train_short_side: tuple[int, int] = (256, 320),
-    crop_size: int = 224,
-    test_short_side: int = 256,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-    flip: bool = False,
-    flip_label_map: str | None = None,
-    proposals: str | None = None,
-    max_boxes: int = 50,
-    proposal_tolerance: float | None = None,
-    on_error: str = "raise",
-    decode_backend: str = "auto",
-    decode_threads: int = 1,
-) -> ClipDataset:
+def manifest(o: ManifestOptions, *, split: str, training: bool) -> ClipDataset:
     """Your own videos (docs/data.md): ``manifest`` is a .csv or .jsonl path, where ``{split}`` is
     replaced by the split name; ``classes_file`` has one class name per line; relative video paths
     are resolved against ``root`` (default: the manifest's folder)."""
-    if not manifest or not classes_file:
+    if not o.manifest or not o.classes_file:
         raise ConfigError("manifest: set both 'manifest' (a .csv/.jsonl file) and 'classes_file'")
-    path = manifest.replace("{split}", split)
-    classes = [c.strip() for c in _read_lines(classes_file) if c.strip()]
+    path = o.manifest.replace("{split}", split)
+    classes = [c.strip() for c in _read_lines(o.classes_file) if c.strip()]
     if not classes or len(set(classes)) != len(classes):
-        raise DataError(f"{classes_file}: class names must be unique and there must be at least one")
-    base = root if root is not None else os.path.dirname(os.path.abspath(path))
-    videos = read_manifest(path, classes, base, multi_label)
-    return _common(
-        "manifest", videos, classes, multi_label=multi_label, training=training, flip=flip,
-        flip_label_map=flip_label_map, needs_flip_map=False, train_short_side=train_short_side,
-        crop_size=crop_size, test_short_side=test_short_side, test_views=test_views, mean=mean, std=std, num_frames=num_frames,
-        stride=stride, stride_unit=stride_unit, test_clips=test_clips, proposals=proposals, max_boxes=max_boxes,
-        proposal_tolerance=proposal_tolerance, on_error=on_error, decode_backend=decode_backend,
-        decode_threads=decode_threads, frames_fps=frames_fps,
-    )  # fmt: skip
-
-
-#: kind -> builder; ``inspect.signature(DATASET_BUILDERS[kind])`` lists the valid options
-DATASET_BUILDERS = {"charades": charades, "something_v2": something_v2, "something_v1": something_v1,
-                    "manifest": manifest}  # fmt: skip
+        raise DataError(f"{o.classes_file}: class names must be unique and there must be at least one")
+    base = o.root if o.root is not None else os.path.dirname(os.path.abspath(path))
+    videos = read_manifest(path, classes, base, o.multi_label, labelled=True if training else None)
+    return _clip_dataset("manifest", videos, classes, o, multi_label=o.multi_label, training=training,
+                         needs_flip_map=False, frames_fps=o.frames_fps)

@@ -29,6 +29,7 @@ frame ``height`` or ``width`` of 0 means unknown (Something-Else gives only the 
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import urllib.parse
@@ -63,33 +64,44 @@ __all__ = ["ProposalStore", "select_boxes", "validate_boxes"]
 
 
 def validate_boxes(
-    boxes: np.ndarray, valid: np.ndarray, frame_size: tuple[int, int], *, where: str
+    boxes: np.ndarray,
+    valid: np.ndarray,
+    frame_size: tuple[int, int],
+    *,
+    where: str,
+    frames: np.ndarray | None = None,
 ) -> None:
-    """Raise DataError for a real box with x2 < x1 or y2 < y1, or one outside the frame.
+    """Raise DataError for a real box that is not finite, has x2 < x1 or y2 < y1, or lies outside
+    the frame (by more than :data:`BOX_TOLERANCE` pixels).
 
     Args:
-        boxes (float[..., 4]): x1 y1 x2 y2 in pixels.
-        valid (bool[...]): which boxes are real (padding is not checked).
+        boxes (float[F, K, 4] or float[..., 4]): x1 y1 x2 y2 in pixels.
+        valid (bool[F, K] or bool[...]): which boxes are real (padding is not checked).
         frame_size: (height, width); a 0 entry means unknown and is not checked.
         where: names the file / video for the message.
+        frames (int[F]): frame indices of the rows, named in the message.
     """
-    b = np.asarray(boxes, dtype=np.float64)[np.asarray(valid, dtype=bool)]  # (n, 4)
-    if b.size == 0:
+    b = np.asarray(boxes, dtype=np.float64)
+    valid = np.asarray(valid, dtype=bool)
+    if not valid.any():
         return
-    if not np.isfinite(b).all():
-        raise DataError(f"{where}: box coordinates must be finite numbers")
-    flipped = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
-    if flipped.any():
-        raise DataError(f"{where}: box {b[np.argmax(flipped)].tolist()} has x2 < x1 or y2 < y1")
     h, w = frame_size
     tol = BOX_TOLERANCE
-    outside = (b[:, :2] < -tol).any(axis=1)
-    if w > 0:
-        outside |= b[:, 2] > w + tol
-    if h > 0:
-        outside |= b[:, 3] > h + tol
-    if outside.any():
-        raise DataError(f"{where}: box {b[np.argmax(outside)].tolist()} lies outside the {w}x{h} frame")
+    with np.errstate(invalid="ignore"):
+        problems = (
+            (~np.isfinite(b).all(axis=-1), "is not finite"),
+            ((b[..., 2] < b[..., 0]) | (b[..., 3] < b[..., 1]), "has x2 < x1 or y2 < y1"),
+            ((b[..., :2] < -tol).any(axis=-1) | (b[..., 2] > (w if w > 0 else np.inf) + tol)
+             | (b[..., 3] > (h if h > 0 else np.inf) + tol), f"lies outside the {w}x{h} frame"),
+        )  # fmt: skip
+    for bad, what in problems:
+        bad &= valid
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            at = ""
+            if frames is not None and b.ndim == 3:
+                at = f" frame {int(np.asarray(frames).reshape(-1)[pos[0]])}:"
+            raise DataError(f"{where}:{at} box {b[pos].tolist()} {what}")
 
 
 class ProposalStore:
@@ -98,7 +110,15 @@ class ProposalStore:
     Args:
         path: the store file.
         mode: ``"r"`` read-only (the file must exist), ``"a"`` read/write (created if missing),
-            ``"w"`` create, emptying an existing store.
+            ``"w"`` a new store that replaces ``path`` only when it is closed without error:
+            it is written to a temporary file next to ``path`` (``.<name>.<pid>.tmp``), then
+            checked and renamed over ``path`` by :meth:`close` (atomic), so a failed write never
+            leaves ``path`` empty or half-written. Leaving a ``with`` block by an exception, or
+            :meth:`discard`, deletes the temporary file and keeps ``path`` as it was.
+
+    Every record read back is checked (:meth:`get`): boxes written by other tools that are not
+    finite, have ``x2 < x1`` or lie outside the frame raise DataError naming the store, the video
+    and the frame, as :meth:`put` refuses them.
 
     The connection is opened on first use in each process, so a store built in the main process
     can be handed to DataLoader workers (fork or spawn) and pickled.
@@ -111,15 +131,23 @@ class ProposalStore:
         self.mode = mode
         if mode == "r" and not os.path.isfile(self.path):
             raise DataError(f"{self.path}: proposals store not found")
+        if os.path.isdir(self.path):
+            raise DataError(f"{self.path}: is a folder, not a proposals store")
+        if mode != "r" and not os.path.isdir(os.path.dirname(os.path.abspath(self.path))):
+            raise DataError(f"{self.path}: its folder does not exist")
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._in_batch = False
-        if mode == "w" and os.path.exists(self.path):
-            os.remove(self.path)
+        self._checked: set[str] = set()  # videos whose boxes were checked on reading (mode "r")
+        self._file = self.path  # the file SQLite works on: a temporary one in mode "w"
+        if mode == "w":
+            head, name = os.path.split(os.path.abspath(self.path))
+            self._file = os.path.join(head, f".{name}.{os.getpid()}.tmp")
+            _remove(self._file)
+        if mode == "r" or (mode == "a" and os.path.isfile(self.path) and os.path.getsize(self.path) > 0):
+            self._check_readable()  # never add our tables to a file that is something else
         if mode != "r":
             self._connection()  # create the file and schema now, not at the first put
-        else:
-            self._check_readable()
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -131,12 +159,12 @@ class ProposalStore:
                 if self.mode == "r":
                     # read/write handle when allowed, so that a hot journal left by a killed
                     # writer is rolled back; query_only keeps this connection from writing
-                    access = "rw" if os.access(self.path, os.W_OK) else "ro"
-                    uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode={access}"
+                    access = "rw" if os.access(self._file, os.W_OK) else "ro"
+                    uri = f"file:{urllib.parse.quote(os.path.abspath(self._file))}?mode={access}"
                     conn = sqlite3.connect(uri, uri=True, timeout=60.0)
                     conn.execute("PRAGMA query_only = 1")
                 else:
-                    conn = sqlite3.connect(self.path, timeout=60.0)
+                    conn = sqlite3.connect(self._file, timeout=60.0)
                     conn.executescript(_SCHEMA)
                     conn.execute("INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (FORMAT_VERSION,))
                     conn.commit()
@@ -147,22 +175,73 @@ class ProposalStore:
 
     def _check_readable(self) -> None:
         try:
-            row = self._connection().execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+            if self.mode == "r":
+                conn = self._connection()
+            else:  # "a" on an existing file: look before writing anything (rw: a hot journal
+                # left by a killed writer is rolled back, as in mode "r")
+                access = "rw" if os.access(self._file, os.W_OK) else "ro"
+                uri = f"file:{urllib.parse.quote(os.path.abspath(self._file))}?mode={access}"
+                conn = sqlite3.connect(uri, uri=True, timeout=60.0)
+                conn.execute("PRAGMA query_only = 1")
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+            finally:
+                if conn is not self._conn:
+                    conn.close()
         except sqlite3.DatabaseError as e:
+            self.close()
             raise DataError(f"{self.path}: not a proposals store ({e})") from e
         if row is None or row[0] != FORMAT_VERSION:
+            self.close()
             raise DataError(f"{self.path}: unsupported proposals store version {row and row[0]!r}")
 
     def close(self) -> None:
+        """Commit and close. In mode ``"w"``: check the new store, then rename it over ``path``."""
         if self._conn is not None and self._pid == os.getpid():
+            if self.mode != "r":
+                self._conn.commit()
             self._conn.close()
         self._conn = None
+        if self.mode == "w" and self._file != self.path and self._pid == os.getpid():
+            self._publish()
+
+    def _publish(self) -> None:
+        """Mode "w": the finished temporary file replaces ``path`` (atomic rename)."""
+        try:
+            conn = sqlite3.connect(self._file)
+            try:
+                ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as e:
+            ok = str(e)
+        if ok != "ok":
+            self.discard()
+            raise DataError(f"{self.path}: the new store failed its integrity check ({ok}); the file was not changed")
+        os.replace(self._file, self.path)
+        _fsync_dir(self.path)
+        self._file = self.path
+        self.mode = "a"
+
+    def discard(self) -> None:
+        """Drop what was not committed; in mode ``"w"`` delete the temporary file, so ``path``
+        stays as it was."""
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.rollback()
+            self._conn.close()
+        self._conn = None
+        if self.mode == "w" and self._file != self.path:
+            _remove(self._file)
+            _remove(self._file + "-journal")
 
     def __enter__(self) -> ProposalStore:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -217,7 +296,7 @@ class ProposalStore:
             raise DataError(f"{where}: frame {int(frames[np.argmax(np.diff(frames) == 0)])} appears twice")
         h, w = (int(x) for x in frame_size)
         valid = np.arange(k)[None, :] < num_boxes[:, None]  # (F, K)
-        validate_boxes(boxes, valid, (h, w), where=where)
+        validate_boxes(boxes, valid, (h, w), where=where, frames=frames)
         # highest score first within each frame; padding sorts last (docs/model.md: K best)
         key = np.where(valid, -scores.astype(np.float64), np.inf)
         rank = np.argsort(key, axis=1, kind="stable")  # (F, K)
@@ -262,24 +341,26 @@ class ProposalStore:
         """The record of one video: ``frames`` int64[F], ``boxes`` float32[F, K, 4] (score order),
         ``scores`` float32[F, K], ``num_boxes`` int64[F], ``frame_size`` (h, w), ``fps`` float | None.
 
-        Raises DataError naming the store and the id when the video has no entry.
+        Raises DataError naming the store and the id when the video has no entry, and naming the
+        frame when the record is damaged or holds an invalid box (:func:`validate_boxes`): a
+        store written by another tool is held to what :meth:`put` accepts.
         """
-        cur = self._connection().execute(
-            "SELECT num_stored, k, height, width, fps, frames, boxes, scores, num_boxes FROM videos WHERE video_id = ?",
-            (str(video_id),),
-        )
-        row = cur.fetchone()
+        try:
+            cur = self._connection().execute(
+                "SELECT num_stored, k, height, width, fps, frames, boxes, scores, num_boxes FROM videos "
+                "WHERE video_id = ?",
+                (str(video_id),),
+            )
+            row = cur.fetchone()
+        except sqlite3.DatabaseError as e:
+            raise DataError(f"{self.path}: cannot read the proposals of video {video_id!r} ({e})") from e
         if row is None:
             raise DataError(f"{self.path}: no proposals for video {video_id!r}")
-        f, k, h, w, fps, fb, bb, sb, nb = row
-        return {
-            "frames": np.frombuffer(fb, dtype="<i8").astype(np.int64),
-            "boxes": np.frombuffer(bb, dtype="<f4").reshape(f, k, 4).astype(np.float32),
-            "scores": np.frombuffer(sb, dtype="<f4").reshape(f, k).astype(np.float32),
-            "num_boxes": np.frombuffer(nb, dtype="<i8").astype(np.int64),
-            "frame_size": (int(h), int(w)),
-            "fps": None if fps is None else float(fps),
-        }
+        vid = str(video_id)
+        rec = _decode_record(row, where=f"{self.path}: video {video_id!r}", check_boxes=vid not in self._checked)
+        if self.mode == "r":  # a read-only store does not change: check each video once per process
+            self._checked.add(vid)
+        return rec
 
     def boxes_at(
         self,
@@ -337,6 +418,57 @@ def select_boxes(
     mask &= ok[:, None]
     boxes[~mask] = 0.0
     return boxes, mask
+
+
+def _decode_record(row: tuple, *, where: str, check_boxes: bool = True) -> dict:
+    """A ``videos`` row as arrays, checked as :meth:`ProposalStore.put` checks what it writes
+    (the boxes only when ``check_boxes``)."""
+    f, k, h, w, fps, fb, bb, sb, nb = row
+    try:
+        f, k, h, w = int(f), int(k), int(h), int(w)
+        rec = {
+            "frames": np.frombuffer(fb, dtype="<i8").astype(np.int64),
+            "boxes": np.frombuffer(bb, dtype="<f4").reshape(f, k, 4).astype(np.float32),
+            "scores": np.frombuffer(sb, dtype="<f4").reshape(f, k).astype(np.float32),
+            "num_boxes": np.frombuffer(nb, dtype="<i8").astype(np.int64),
+            "frame_size": (h, w),
+            "fps": None if fps is None else float(fps),
+        }
+    except (TypeError, ValueError) as e:  # blobs of the wrong length or type
+        raise DataError(f"{where}: damaged record ({e})") from e
+    frames, num = rec["frames"], rec["num_boxes"]
+    if frames.shape != (f,) or num.shape != (f,) or h < 0 or w < 0:
+        raise DataError(f"{where}: damaged record ({frames.size} frame indices, {num.size} box counts for {f} frames)")
+    if (frames < 0).any() or (np.diff(frames) <= 0).any():
+        raise DataError(f"{where}: frame indices must be increasing and >= 0")
+    if ((num < 0) | (num > k)).any():
+        bad = int(np.argmax((num < 0) | (num > k)))
+        raise DataError(f"{where}: frame {int(frames[bad])}: {int(num[bad])} boxes, not in [0, {k}]")
+    if fps is not None and not (math.isfinite(rec["fps"]) and rec["fps"] > 0):
+        raise DataError(f"{where}: frame rate {fps!r} is not a positive number")
+    if check_boxes:
+        valid = np.arange(k)[None, :] < num[:, None]  # (F, K)
+        validate_boxes(rec["boxes"], valid, (h, w), where=where, frames=frames)
+    return rec
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a rename in ``path``'s folder durable (not possible on every file system)."""
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 class _Batch:

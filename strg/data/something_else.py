@@ -30,7 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from strg.data.proposals import ProposalStore
+from strg.data.decode import decoder_errors
+from strg.data.proposals import ProposalStore, validate_boxes
 from strg.errors import DataError
 
 logger = logging.getLogger("strg.data")
@@ -55,7 +56,7 @@ def parse_video_entry(
     """
     if not isinstance(frames, list):
         raise DataError(f"{where}: video {video_id!r}: expected a list of frames")
-    indices, per_frame = [], []
+    indices, per_frame, seen = [], [], set()
     for n, fr in enumerate(frames):
         if not isinstance(fr, dict) or not isinstance(fr.get("name"), str):
             raise DataError(f"{where}: video {video_id!r}: frame entry {n} has no 'name'")
@@ -75,6 +76,9 @@ def parse_video_entry(
                 raise DataError(
                     f"{where}: video {video_id!r}: {fr['name']}: label without a valid box2d (or score)"
                 ) from None
+        if m.group(1) and int(m.group(1)) in seen:
+            raise DataError(f"{where}: video {video_id!r}: frame {fr['name']!r} appears twice")
+        seen.add(int(m.group(1)))
         indices.append(int(m.group(1)) - 1)
         per_frame.append(rows)
     k = max([len(r) for r in per_frame] + [1])
@@ -92,12 +96,11 @@ def _frame_size(video_root: str | None, video_id: str, ext: str, height: int) ->
     import av
 
     path = os.path.join(video_root, video_id + ext)
-    try:
-        with av.open(path) as c:
-            ctx = c.streams.video[0].codec_context
-            return int(ctx.height), int(ctx.width)
-    except (OSError, IndexError, av.error.FFmpegError) as e:
-        raise DataError(f"{path}: cannot read the frame size of video {video_id!r} ({e})") from e
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: video file not found (needed for the frame size of video {video_id!r})")
+    with decoder_errors(path, f"cannot read the frame size of video {video_id!r}"), av.open(path) as c:
+        ctx = c.streams.video[0].codec_context
+        return int(ctx.height), int(ctx.width)
 
 
 def import_something_else(
@@ -113,7 +116,12 @@ def import_something_else(
     on_error: str = "raise",
     progress: bool = True,
 ) -> dict:
-    """Merge Something-Else JSON files into one proposals store.
+    """Merge Something-Else JSON files into one proposals store, all or nothing.
+
+    The store at ``store_path`` changes only when the whole import succeeds: a new store is
+    written to a temporary file and renamed over it at the end (:class:`ProposalStore` mode
+    ``"w"``); with ``append`` every video goes in one SQLite transaction. An error (or an import
+    in which every video was skipped) leaves the existing store as it was.
 
     Args:
         json_paths: the annotation files (e.g. ``bounding_box_smthsmth_part1.json`` ... ``part4``).
@@ -131,54 +139,86 @@ def import_something_else(
         counts: ``videos``, ``frames``, ``boxes`` written, ``clipped`` boxes, ``skipped`` videos.
 
     Raises:
-        DataError naming the file and video id: unparsable JSON or entry, a box with x2 < x1,
-        the same video in two files.
+        DataError naming the file and video id: unparsable JSON or entry, a box with x2 < x1 or
+        not finite, the same video in two files; and when no video could be imported.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     if not json_paths:
         raise DataError("import_something_else: no JSON files given")
     counts = {"videos": 0, "frames": 0, "boxes": 0, "clipped": 0, "skipped": 0}
-    seen: dict[str, str] = {}
-    with ProposalStore(store_path, mode="a" if append else "w") as store:
-        for jp in map(os.fspath, json_paths):
-            if not os.path.isfile(jp):
-                raise DataError(f"{jp}: file not found")
-            try:
-                with open(jp, encoding="utf-8") as f:
-                    data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{jp}:{e.lineno}: invalid JSON ({e.msg})") from e
-            except (OSError, UnicodeDecodeError) as e:
-                raise DataError(f"{jp}: cannot read ({e})") from e
-            if not isinstance(data, dict):
-                raise DataError(f"{jp}: expected a JSON object keyed by video id")
-            with store.batch():
-                for vid, entry in tqdm(data.items(), desc=os.path.basename(jp), unit="video", disable=not progress):
-                    vid = str(vid)
-                    if vid in seen:
-                        raise DataError(f"{jp}: video {vid!r} is also in {seen[vid]}")
-                    seen[vid] = jp
-                    try:
-                        frames, boxes, scores, num = parse_video_entry(vid, entry, where=jp)
-                        h, w = _frame_size(video_root, vid, video_ext, frame_height)
-                        valid = np.arange(boxes.shape[1])[None, :] < num[:, None]
-                        if clip_boxes:
-                            hi = np.array([w if w > 0 else np.inf, h if h > 0 else np.inf] * 2, dtype=np.float32)
-                            clipped = np.clip(boxes, 0.0, hi)
-                            counts["clipped"] += int((clipped != boxes).any(axis=-1)[valid].sum())
-                            boxes = clipped
-                        store.put(vid, frames=frames, boxes=boxes, scores=scores,
-                                  num_boxes=num, frame_size=(h, w), fps=fps)  # fmt: skip
-                    except DataError as e:
-                        if on_error == "raise":
-                            raise
-                        logger.warning("skipping video %s: %s", vid, e)
-                        counts["skipped"] += 1
-                        continue
-                    counts["videos"] += 1
-                    counts["frames"] += len(frames)
-                    counts["boxes"] += int(num.sum())
+    options = {"video_root": video_root, "video_ext": video_ext, "frame_height": frame_height, "fps": fps,
+               "clip_boxes": clip_boxes}  # fmt: skip
+    try:
+        _import_files(json_paths, store_path, append, on_error, progress, counts, options)
+    except DataError as e:
+        raise DataError(f"{e} ({os.fspath(store_path)} was not changed)") from e
     if counts["clipped"]:
         logger.info("clipped %d boxes to their frame", counts["clipped"])
     return counts
+
+
+def _import_files(json_paths, store_path, append: bool, on_error: str, progress: bool, counts: dict,
+                  options: dict) -> None:
+    """The loop of :func:`import_something_else`: one transaction, or one new file, for all."""
+    seen: dict[str, str] = {}
+    with ProposalStore(store_path, mode="a" if append else "w") as store, store.batch():
+        for jp in map(os.fspath, json_paths):
+            data = _read_json_object(jp)
+            for vid, entry in tqdm(data.items(), desc=os.path.basename(jp), unit="video", disable=not progress):
+                vid = str(vid)
+                if vid in seen:
+                    raise DataError(f"{jp}: video {vid!r} is also in {seen[vid]}")
+                seen[vid] = jp
+                try:
+                    added = _import_video(store, vid, entry, where=jp, **options)
+                except DataError as e:
+                    if on_error == "raise":
+                        raise
+                    logger.warning("skipping video %s: %s", vid, e)
+                    counts["skipped"] += 1
+                    continue
+                for key, n in added.items():
+                    counts[key] += n
+        if not counts["videos"]:
+            raise DataError(
+                f"{', '.join(map(os.fspath, json_paths))}: no video could be imported ({counts['skipped']} skipped)"
+            )
+
+
+def _read_json_object(path: str) -> dict:
+    """A Something-Else file: a JSON object keyed by video id."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object keyed by video id")
+    return data
+
+
+def _import_video(
+    store: ProposalStore, vid: str, entry: object, *, where: str, video_root: str | None, video_ext: str,
+    frame_height: int, fps: float, clip_boxes: bool,
+) -> dict:
+    """Parse, clip and store one video's entry; returns what it added to the counts."""
+    frames, boxes, scores, num = parse_video_entry(vid, entry, where=where)
+    h, w = _frame_size(video_root, vid, video_ext, frame_height)
+    valid = np.arange(boxes.shape[1])[None, :] < num[:, None]  # (F, K)
+    clipped = 0
+    if clip_boxes:
+        # only finite coordinates are clipped: NaN or inf stays and is refused by store.put
+        hi = np.array([w if w > 0 else np.inf, h if h > 0 else np.inf] * 2, dtype=np.float32)
+        finite = np.isfinite(boxes).all(axis=-1, keepdims=True)
+        new = np.where(finite, np.clip(boxes, 0.0, hi), boxes)
+        clipped = int((finite[..., 0] & (new != boxes).any(axis=-1))[valid].sum())
+        boxes = new
+    # checked here to name the JSON file (frames 1-based as in its file names); put checks again
+    validate_boxes(boxes, valid, (h, w), where=f"{where}: video {vid!r}", frames=frames + 1)
+    store.put(vid, frames=frames, boxes=boxes, scores=scores, num_boxes=num, frame_size=(h, w), fps=fps)
+    return {"videos": 1, "frames": len(frames), "boxes": int(num.sum()), "clipped": clipped}

@@ -25,10 +25,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from strg.data.options import IMAGENET_MEAN, IMAGENET_STD
 from strg.errors import ConfigError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = ["ClipTransform", "IMAGENET_MEAN", "IMAGENET_STD", "TransformResult"]
 
@@ -90,7 +89,8 @@ class ClipTransform:
         if test_views < 1 or test_short_side < 1:
             raise ConfigError("test_views and test_short_side must be positive")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ConfigError(f"mean and std must be 3 values (R, G, B) with std > 0, got mean {tuple(mean)}, std {tuple(std)}")
+            raise ConfigError(f"mean and std must be 3 values (R, G, B) with std > 0, "
+                              f"got mean {tuple(mean)}, std {tuple(std)}")
         self.training = training
         self.train_short_side = (lo, hi)
         self.crop_size = int(crop_size)
@@ -161,5 +161,6 @@ class ClipTransform:
         # (T, 3, H, W) -> (3, T, H, W): reorder as uint8 (4x less memory traffic), then one fused
         # scale-and-shift: (x / 255 - mean) / std = x * scale + shift
         clip = video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous().float()
-        clip = torch.addcmul(self.shift, clip, self.scale)
+        # on the GPU when the frames were decoded there (decode_backend torchcodec-cuda)
+        clip = torch.addcmul(self.shift.to(clip.device), clip, self.scale.to(clip.device))
         return TransformResult(clip=clip, boxes=b, box_mask=mask, flipped=flipped)

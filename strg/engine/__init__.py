@@ -8,6 +8,9 @@ metrics = evaluate("runs/tiny/config.yaml", checkpoint="runs/tiny")
 See docs/engine.md.
 """
 
-from strg.engine.trainer import TrainingDiverged, evaluate, from_config, lr_at, train
+from strg.engine.evaluator import evaluate
+from strg.engine.optim import lr_at
+from strg.engine.step import TrainingDiverged
+from strg.engine.trainer import train
 
-__all__ = ["train", "evaluate", "from_config", "lr_at", "TrainingDiverged"]
+__all__ = ["train", "evaluate", "lr_at", "TrainingDiverged"]

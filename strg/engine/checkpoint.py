@@ -4,7 +4,8 @@ A checkpoint is a ``torch.save``d dict::
 
     {"format": "strg-checkpoint", "version": 1, "iteration": int, "variant": str,
      "num_classes": int, "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
-     "rng": [per-rank RNG states], "config": resolved config dict}
+     "rng": [per-rank RNG states], "config": resolved config dict,
+     "classes": [class names], "multi_label": bool}   # what `strg predict` needs besides the config
 
 It is written to ``<name>.tmp<pid>``, flushed to disk, then renamed over ``<name>`` (``os.replace``
 is atomic on POSIX), so a crash during the write never leaves a broken file under the final name
@@ -33,7 +34,8 @@ _CKPT_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DistributedDataParallel (or the model itself)."""
-    return model.module if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel) else model
+    is_ddp = hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel)
+    return model.module if is_ddp else model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -45,7 +47,8 @@ def get_rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
         "python": _to_lists(random.getstate()),
     }
 
@@ -107,9 +110,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as e:  # zip reader errors, unpickling errors, EOF
         size = path.stat().st_size
         raise CheckpointError(
-            f"{path}: cannot read the checkpoint ({size} bytes): truncated or corrupt? ({type(e).__name__}: {str(e)[:200]})"
+            f"{path}: cannot read the checkpoint ({size} bytes): truncated or corrupt? "
+            f"({type(e).__name__}: {str(e)[:200]})"
         ) from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        model = obj.get("model")
+        if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+            raise CheckpointError(f"{path}: damaged strg checkpoint: 'model' is not a state dict of tensors")
         return obj
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         return obj
@@ -182,13 +189,15 @@ def compare_state(model: nn.Module, state: dict) -> tuple[list[str], list[str], 
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
     return missing, unexpected, shape
 
 
 def _mismatch_message(path, model, ckpt, missing, unexpected, shape, limit: int = 8) -> str:
     lines = [f"{path}: checkpoint of {_source_description(ckpt)} does not fit the model {_describe(model)}:"]
-    for title, keys in (("wrong shape", shape), ("missing from the checkpoint", missing), ("not in the model", unexpected)):
+    for title, keys in (("wrong shape", shape), ("missing from the checkpoint", missing),
+                        ("not in the model", unexpected)):
         if keys:
             modules: dict[str, int] = {}
             for k in keys:
@@ -235,7 +244,8 @@ def load_for_stage(model: nn.Module, ckpt: dict, stage: str, path="<checkpoint>"
     required = [k for k in own if k.startswith("backbone.")]
     missing, _, _ = compare_state(model, state)
     req_missing = [k for k in required if k not in state]
-    req_shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in required if k in state and state[k].shape != own[k].shape]
+    req_shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in required if k in state and state[k].shape != own[k].shape]
     if req_missing or req_shape:
         raise CheckpointError(
             _mismatch_message(path, model, ckpt, req_missing, [], req_shape)
@@ -276,4 +286,39 @@ def summarize_report(report: dict) -> str:
             counts[top] = counts.get(top, 0) + 1
         return ", ".join(f"{m} {n}" for m, n in counts.items()) or "none"
 
-    return f"loaded {len(report['loaded'])} tensors ({by_module(report['loaded'])}); left at init: {by_module(report['fresh'])}; unused from the checkpoint: {len(report['skipped'])}"
+    return (f"loaded {len(report['loaded'])} tensors ({by_module(report['loaded'])}); "
+            f"left at init: {by_module(report['fresh'])}; unused from the checkpoint: {len(report['skipped'])}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The checkpoints of a training run
+
+
+class RunCheckpoints:
+    """Writes a run's checkpoints (rank 0) with everything ``--resume`` needs, keeps the newest
+    ``keep`` and remembers the last one written (named when training diverges)."""
+
+    def __init__(self, run_dir, model: nn.Module, opt, *, info, keep: int, meta: dict):
+        self.run_dir, self.model, self.opt = Path(run_dir), model, opt
+        self.info, self.keep, self.meta = info, keep, meta
+        found = list_checkpoints(self.run_dir)
+        self.last: Path | None = found[-1][1] if found else None
+
+    def save(self, iteration: int, rng_states: list) -> Path:
+        path = checkpoint_path(self.run_dir, iteration)
+        save_checkpoint(path, {"iteration": iteration, **self.meta, "model": self.model.state_dict(),
+                               **self.opt.state_dict(), "rng": rng_states})
+        prune_checkpoints(self.run_dir, self.keep)
+        return path
+
+    def periodic(self, iteration: int, rng_state: dict, all_gather) -> None:
+        """Every rank's RNG state at the end of ``iteration``, written by rank 0."""
+        rng_states = all_gather(rng_state, self.info)
+        if self.info.is_main:
+            self.last = self.save(iteration, rng_states)
+
+    def interrupted(self, iteration: int, start: int, rng_state: dict, log) -> None:
+        """Ctrl-C: keep what was trained (weights after ``iteration`` iterations, RNG at that point)."""
+        if self.info.is_main and iteration > start:
+            path = self.save(iteration, [rng_state])
+            log.info(f"interrupted at iteration {iteration}: checkpoint {path}; continue with --resume")

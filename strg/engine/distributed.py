@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from strg.errors import ConfigError
+
 
 @dataclass
 class DistInfo:
@@ -29,13 +31,29 @@ class DistInfo:
         return self.world_size > 1
 
 
-def choose_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto``: the local rank's GPU when there is one, else the CPU."""
+def choose_device(preference: str, local_rank: int = 0, *, what: str = "train.device") -> torch.device:
+    """``auto``: the local rank's GPU when there is one, else the CPU. A GPU that this machine
+    does not have (no CUDA, a CPU-only PyTorch, or ``cuda:N`` past the last GPU) is a ConfigError
+    naming ``what`` (the setting the preference came from)."""
     if preference == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(preference)
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise ConfigError(f"{what}: {preference!r} is not a device (auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            built = "a CPU-only PyTorch build" if torch.version.cuda is None else "no usable GPU or driver"
+            raise ConfigError(f"{what} is {preference!r} but this machine has no CUDA device ({built}); "
+                              f"use {what}=cpu or auto")
+        if device.index >= count:
+            raise ConfigError(f"{what} is {preference!r} (GPU {device.index}) but this machine has {count} "
+                              f"CUDA device(s): cuda:0..cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise ConfigError(f"{what}: {preference!r} is not supported (auto, cpu, cuda or cuda:N)")
     return device
 
 
@@ -92,10 +110,12 @@ class IterationBatchSampler(torch.utils.data.Sampler):
     resumed run continues the same stream (the kill-and-resume test).
     """
 
-    def __init__(self, num_items: int, *, global_batch: int, batch_per_device: int, rank: int, world_size: int, seed: int, start: int, stop: int):
+    def __init__(self, num_items: int, *, global_batch: int, batch_per_device: int, rank: int, world_size: int,
+                 seed: int, start: int, stop: int, with_positions: bool = False):
         if global_batch % (batch_per_device * world_size):
             raise ValueError(
-                f"global batch {global_batch} is not a multiple of batch_per_device {batch_per_device} x {world_size} processes"
+                f"global batch {global_batch} is not a multiple of batch_per_device {batch_per_device} "
+                f"x {world_size} processes"
             )
         if num_items == 0:
             raise ValueError("the training set is empty")
@@ -103,6 +123,7 @@ class IterationBatchSampler(torch.utils.data.Sampler):
         self.rank, self.world, self.seed = rank, world_size, seed
         self.accum = global_batch // (batch_per_device * world_size)
         self.start, self.stop = start, stop
+        self.with_positions = with_positions  # yield (index, stream position) pairs (engine/sample_keys.py)
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def _epoch(self, e: int) -> torch.Tensor:
@@ -128,7 +149,9 @@ class IterationBatchSampler(torch.utils.data.Sampler):
         for it in range(self.start, self.stop):
             for a in range(self.accum):
                 chunk = a * self.world + self.rank
-                yield self._positions(it * self.B + chunk * self.b, self.b)
+                first = it * self.B + chunk * self.b
+                indices = self._positions(first, self.b)
+                yield list(zip(indices, range(first, first + self.b))) if self.with_positions else indices
 
 
 class ShardSampler(torch.utils.data.Sampler):

@@ -52,11 +52,11 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from strg.data.transforms import ClipTransform, TransformResult
 from strg.engine.evaluator import autocast_context
 from strg.errors import ConfigError
+from strg.progress import progress_bar
 
 __all__ = [
     "AugmentedFeatures",
@@ -355,7 +355,7 @@ def _run_as_read(backbone, dataset, *, collate_fn, device, amp, batch_size, num_
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_fn,
                         generator=torch.Generator().manual_seed(0))
     feats, boxes, masks, targets = [], [], [], []
-    for batch in tqdm(loader, desc="cache features", disable=not progress, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc="cache features", disable=not progress, dynamic_ncols=True):
         if "clips" not in batch or batch.get("num_skipped", 0):
             raise ConfigError(f"{source}: train.cache_features: some training videos could not be read; "
                               "fix or remove them first")
@@ -386,7 +386,7 @@ def _run_views(backbone, views, *, collate_fn, device, amp, batch_size, num_work
                             generator=torch.Generator().manual_seed(0))
         out = {"features": [], "boxes": [], "box_mask": [], "targets": [], "frame_sizes": []}
         desc = f"cache features (view {v + 1}/{len(views)})" if len(views) > 1 else "cache features"
-        for items in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True):
+        for items in progress_bar(loader, desc=desc, disable=not progress, dynamic_ncols=True):
             if any(it is None or it.get("num_skipped", 0) for it in items):
                 raise ConfigError(f"{source}: train.cache_features: some training videos could not be read; "
                                   "fix or remove them first")

@@ -4,7 +4,11 @@ The layout follows torchvision's 2D ResNet (``conv1``, ``bn1``, ``layer1`` ... `
 with ``conv1``/``bn1``/``conv2``/``bn2``/``conv3``/``bn3``/``downsample``), so that ImageNet
 weights inflate key for key (see :mod:`strg.models.weights`). Differences from 2D:
 
-* conv1 is 5x7x7, stride (1, 2, 2); pool1 1x3x3, stride (1, 2, 2).
+* conv1 is 5x7x7, stride (1, 2, 2); pool1 1x3x3, stride (1, 2, 2). With a temporal stride s
+  on pool1, ``stem_pool`` says how: an s x3x3 max over groups of s frames (``"pairs"``, the
+  Caffe2 original's pool1) or the 1x3x3 kernel keeping one frame in s (``"subsample"``,
+  mmaction2's ``pool1_stride_t``); ``stem_pool_padding`` is pool1's spatial padding (1; 0 in the
+  Caffe2 original). Both are set by the checkpoint's source (:mod:`strg.models.sources`).
 * pool2, after res2 (``layer1``): max-pool kernel ``pool2_kernel`` x1x1, temporal stride 2. The
   paper's Table 1 prints kernel 3; the Caffe2 original and PySlowFast use 2 (same parameters,
   different outputs). A setting.
@@ -27,7 +31,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from strg.models.nonlocal_block import NonLocalBlock
+from strg.models.nonlocal_block import NonLocalBlock, NonLocalVariant
+from strg.models.sources import BackboneSource, get_source
 
 # Temporal kernel size of the first (1x1) conv of each block, per stage (res2..res5).
 # R50: the Non-local paper's I3D (Caffe2 video-nonlocal-net, PySlowFast `i3d`, mmaction2
@@ -162,6 +167,10 @@ class ResNet3d(nn.Module):
             at 128 frames, our choice: the paper does not say where the extra stride sits).
         frozen_bn: freeze BatchNorm statistics and affine parameters (paper section 6.1).
         in_channels: input channels (3 for RGB).
+        stem_pool: pool1's temporal stride as a max over frame groups (``"pairs"``) or a
+            subsampling 1x3x3 kernel (``"subsample"``); the same when that stride is 1.
+        stem_pool_padding: pool1's spatial padding (1, or 0 as in the Caffe2 original).
+        nonlocal_variant: how the non-local blocks compute (:class:`NonLocalVariant`).
 
     Shapes: x (Tensor[B, C_in, T, H, W]) -> Tensor[B, 32 * width, T / stride_t, H / 16, W / 16].
     """
@@ -179,8 +188,13 @@ class ResNet3d(nn.Module):
         temporal_strides: tuple[int, int, int] = (1, 1, 2),
         frozen_bn: bool = True,
         in_channels: int = 3,
+        stem_pool: str = "pairs",
+        stem_pool_padding: int = 1,
+        nonlocal_variant: NonLocalVariant | None = None,
     ):
         super().__init__()
+        if stem_pool not in ("pairs", "subsample"):
+            raise ValueError(f"stem_pool must be 'pairs' or 'subsample', got {stem_pool!r}")
         if len(stage_blocks) != 4 or len(temporal_kernels) != 4 or len(nonlocal_blocks) != 4:
             raise ValueError("stage_blocks, temporal_kernels and nonlocal_blocks need 4 stages each")
         for i, (n, kernels) in enumerate(zip(stage_blocks, temporal_kernels)):
@@ -194,14 +208,19 @@ class ResNet3d(nn.Module):
         norm = make_norm(frozen_bn)
         s_conv1, s_pool1, s_pool2 = temporal_strides
         self.temporal_stride = s_conv1 * s_pool1 * s_pool2
+        self.pool2_kernel = pool2_kernel
+        self.source: BackboneSource | None = None  # set by i3d_resnet: what the weights expect
         self.out_channels = width * 8 * Bottleneck3d.expansion
 
         self.conv1 = nn.Conv3d(in_channels, width, (5, 7, 7), stride=(s_conv1, 2, 2), padding=(2, 3, 3), bias=False)
         self.bn1 = norm(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool3d((s_pool1, 3, 3), stride=(s_pool1, 2, 2), padding=(0, 1, 1))
+        t_pool1 = s_pool1 if stem_pool == "pairs" else 1
+        pad1 = stem_pool_padding
+        self.maxpool = nn.MaxPool3d((t_pool1, 3, 3), stride=(s_pool1, 2, 2), padding=(0, pad1, pad1))
         # pool2: kernel k, stride 2 in time; padding keeps T/2 for k = 3 (and k = 2 needs none).
-        self.pool2 = nn.MaxPool3d((pool2_kernel, 1, 1), stride=(s_pool2, 1, 1), padding=(pool2_kernel // 2 if pool2_kernel == 3 else 0, 0, 0))
+        pad2 = pool2_kernel // 2 if pool2_kernel == 3 else 0
+        self.pool2 = nn.MaxPool3d((pool2_kernel, 1, 1), stride=(s_pool2, 1, 1), padding=(pad2, 0, 0))
 
         spatial_strides, dilations = (1, 2, 2, 1), (1, 1, 1, 2)  # res5: stride 1, dilation 2
         in_ch = width
@@ -211,7 +230,9 @@ class ResNet3d(nn.Module):
             w = width * 2**i
             for j in range(stage_blocks[i]):
                 out_ch = w * Bottleneck3d.expansion
-                nl = NonLocalBlock(out_ch, norm_layer=norm) if j in nonlocal_blocks[i] else None
+                nl = None
+                if j in nonlocal_blocks[i]:
+                    nl = NonLocalBlock(out_ch, norm_layer=norm, variant=nonlocal_variant)
                 blocks.append(
                     Bottleneck3d(
                         in_ch, w, temporal_kernel=temporal_kernels[i][j],
@@ -246,16 +267,21 @@ def i3d_resnet(
     width: int = 64,
     stage_blocks: Sequence[int] | None = None,
     nonlocal_: bool = False,
-    pool2_kernel: int = 3,
+    pool2_kernel: int | None = None,
     temporal_strides: tuple[int, int, int] | None = None,
     frozen_bn: bool = True,
     in_channels: int = 3,
+    source: str | BackboneSource = "strg",
 ) -> ResNet3d:
     """Build the I3D ResNet-50 or ResNet-101 of the paper (optionally with non-local blocks).
 
     ``width`` and ``stage_blocks`` shrink the same architecture for tests and CPU runs; a stage
     with fewer blocks keeps the first entries of the temporal-kernel and non-local tables.
+    ``source`` (a name of :data:`strg.models.sources.SOURCES`) sets what its weights computed:
+    the stem's temporal pooling, the non-local variant and, unless ``pool2_kernel`` is given,
+    pool2's kernel. The backbone keeps it as ``.source``.
     """
+    src = get_source(source)
     key = {50: "r50", 101: "r101"}.get(depth)
     if key is None:
         raise ValueError(f"depth must be 50 or 101, got {depth}")
@@ -264,8 +290,11 @@ def i3d_resnet(
     nl = tuple(tuple(j for j in stage if j < n) for stage, n in zip(nl, blocks))
     if temporal_strides is None:
         temporal_strides = (1, 1, 2) if depth == 50 else (2, 2, 2)
-    return ResNet3d(
+    net = ResNet3d(
         stage_blocks=blocks, temporal_kernels=TEMPORAL_KERNELS[key], width=width, nonlocal_blocks=nl,
-        pool2_kernel=pool2_kernel, temporal_strides=temporal_strides, frozen_bn=frozen_bn,
-        in_channels=in_channels,
+        pool2_kernel=src.pool2_kernel if pool2_kernel is None else pool2_kernel, temporal_strides=temporal_strides,
+        frozen_bn=frozen_bn, in_channels=in_channels, stem_pool=src.stem_pool, stem_pool_padding=src.stem_pool_padding,
+        nonlocal_variant=src.nonlocal_variant,
     )
+    net.source = src
+    return net

@@ -61,13 +61,16 @@ class SimilarityGCN(nn.Module):
         self.weights = nn.ModuleList(_zero_linear(dim) for _ in range(num_layers))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_layers))
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, graphs: dict | None = None) -> Tensor:
+        """``graphs``: when a dict, the first layer's G_sim (Tensor[B, N, N]) is stored as ``sim``."""
         keep = mask[..., None].to(x.dtype)
         graph = None
         for layer, (w, norm) in enumerate(zip(self.weights, self.norms)):
             if layer == 0 or self.sim_per_layer:
                 i = layer if self.sim_per_layer else 0
                 graph = similarity_graph(self.phi[i](x), self.phi_prime[i](x), mask)  # (B, N, N)
+                if layer == 0 and graphs is not None:
+                    graphs["sim"] = graph
             if layer == 0:
                 x = self.g(x)  # X = g(X); G_sim above saw the features before g (section 5)
             z = graph @ w(x) + x  # Eq. 7: G X W + X
@@ -89,9 +92,13 @@ class SpatialTemporalGCN(nn.Module):
         self.w_back = nn.ModuleList(_zero_linear(dim) for _ in range(num_layers))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_layers))
 
-    def forward(self, x: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, boxes: Tensor, mask: Tensor, graphs: dict | None = None) -> Tensor:
+        """``graphs``: when a dict, G_front and G_back (Tensor[B, T-1, K, K]) are stored as
+        ``front`` and ``back``."""
         keep = mask[..., None].to(x.dtype)
         front, back = frame_pair_graphs(boxes.float(), mask)  # (B, T-1, K, K) each
+        if graphs is not None:
+            graphs["front"], graphs["back"] = front, back
         front, back = front.to(x.dtype), back.to(x.dtype)
         x = self.g(x)
         for w_front, w_back, norm in zip(self.w_front, self.w_back, self.norms):
@@ -150,13 +157,17 @@ class RegionGraphHead(nn.Module):
         self.st = SpatialTemporalGCN(dim, num_layers=num_layers) if "st" in graphs else None
         self.geometry = geometry
 
-    def forward(self, features: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, features: Tensor, boxes: Tensor, mask: Tensor, graphs: dict | None = None) -> Tensor:
+        """``graphs``: when a dict, filled with the graphs this forward pass builds (see
+        :meth:`build_graphs`), for inspection and figures."""
         boxes, mask = boxes_to_feature_frames(boxes, mask, features.shape[2])  # (B, T', K, 4)
+        if graphs is not None:
+            graphs["boxes"], graphs["mask"] = boxes, mask
         nodes = region_features(features, boxes, mask, spatial_scale=self.spatial_scale, impl=self.roi_impl)  # (B, T', K, d)
         if self.geometry is not None:  # box geometry (option): the map's extent in input pixels
             frame = (features.shape[3] / self.spatial_scale, features.shape[4] / self.spatial_scale)
             nodes = nodes + self.geometry(boxes, mask, frame).to(nodes.dtype)
-        return self.forward_nodes(nodes, boxes, mask)
+        return self.forward_nodes(nodes, boxes, mask, graphs)
 
     @torch.no_grad()
     def build_graphs(self, features: Tensor, boxes: Tensor, mask: Tensor) -> dict[str, Tensor]:
@@ -165,27 +176,26 @@ class RegionGraphHead(nn.Module):
         Returns a dict with ``boxes`` (Tensor[B, T', K, 4]) and ``mask`` (Tensor[B, T', K]) of the
         feature frames, ``front`` and ``back`` (Tensor[B, T'-1, K, K], :func:`frame_pair_graphs`)
         and, with a similarity branch, ``sim`` (Tensor[B, T'*K, T'*K]): the first layer's G_sim
-        (the only one unless ``sim_per_layer``), nodes in frame-major order.
+        (the only one unless ``sim_per_layer``), nodes in frame-major order. They are the graphs of
+        this head's own forward pass (``forward(..., graphs=out)``); a head without a spatial-temporal
+        branch has no G_front / G_back of its own, so those come from the boxes alone.
         """
-        boxes, mask = boxes_to_feature_frames(boxes, mask, features.shape[2])
-        out = {"boxes": boxes, "mask": mask}
-        out["front"], out["back"] = frame_pair_graphs(boxes.float(), mask)
-        if self.sim is not None:
-            nodes = region_features(features, boxes, mask, spatial_scale=self.spatial_scale, impl=self.roi_impl)
-            b, t, k, d = nodes.shape
-            x, m = nodes.reshape(b, t * k, d), mask.reshape(b, t * k)
-            out["sim"] = similarity_graph(self.sim.phi[0](x), self.sim.phi_prime[0](x), m)
+        out: dict[str, Tensor] = {}
+        self.forward(features, boxes, mask, graphs=out)
+        if "front" not in out:
+            out["front"], out["back"] = frame_pair_graphs(out["boxes"].float(), out["mask"])
         return out
 
-    def forward_nodes(self, nodes: Tensor, boxes: Tensor, mask: Tensor) -> Tensor:
-        """nodes (Tensor[B, T', K, d]), boxes (Tensor[B, T', K, 4]), mask -> Tensor[B, d]."""
+    def forward_nodes(self, nodes: Tensor, boxes: Tensor, mask: Tensor, graphs: dict | None = None) -> Tensor:
+        """nodes (Tensor[B, T', K, d]), boxes (Tensor[B, T', K, 4]), mask -> Tensor[B, d].
+        ``graphs``: as in :meth:`forward`."""
         b, t, k, d = nodes.shape
         out = nodes
         if self.graphs:
             out = torch.zeros_like(nodes)
             if self.sim is not None:  # all T * K nodes of the video in one graph
-                out = out + self.sim(nodes.reshape(b, t * k, d), mask.reshape(b, t * k)).reshape(b, t, k, d)
+                out = out + self.sim(nodes.reshape(b, t * k, d), mask.reshape(b, t * k), graphs).reshape(b, t, k, d)
             if self.st is not None:
-                out = out + self.st(nodes, boxes, mask)  # the two branches fused by summation
+                out = out + self.st(nodes, boxes, mask, graphs)  # the two branches fused by summation
         count = mask.sum(dim=(1, 2)).clamp(min=1).to(out.dtype)  # (B,)
         return (out * mask[..., None].to(out.dtype)).sum(dim=(1, 2)) / count[:, None]  # (B, d)

@@ -32,7 +32,8 @@ Three implementations of the same RoIAlign (``aligned=True``, torchvision's samp
   kernel does under autocast, and it follows the boxes exactly (samples per bin and window size
   from the data: host syncs, free on the CPU, so it is not for ``torch.compile`` or CUDA graphs).
 * ``"auto"`` (the model's default): ``"sparse"`` on the CPU, ``"matmul"`` elsewhere (the dense
-  product runs on the GPU's tensor cores; neither is timed on a GPU yet, BENCHMARKS.md).
+  product runs on the GPU's tensor cores; neither is timed on a GPU yet, BENCHMARKS.md) and
+  inside ``torch.compile`` (static shapes: a model compiled whole is one graph, tests/test_compile.py).
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ def region_features(
     b, c, t, h, w = features.shape
     k = boxes.shape[2]
     if impl == "auto":
-        impl = "sparse" if features.device.type == "cpu" else "matmul"
+        # the sparse form follows the data (host syncs: 13 graph breaks in a compiled Joint GCN), so
+        # a model compiled whole takes the matmul form, static shapes, on the CPU too: one graph
+        cpu = features.device.type == "cpu" and not torch.compiler.is_compiling()
+        impl = "sparse" if cpu else "matmul"
     if impl == "sparse":
         pooled = roi_align_max_sparse(features, boxes, output_size=output_size, spatial_scale=spatial_scale,
                                       sampling_ratio=sampling_ratio)  # (B, T, K, C)
@@ -118,7 +122,12 @@ def region_features(
     rois = torch.cat([index[:, None], boxes.reshape(b * t * k, 4)], dim=1)  # (B*T*K, 5)
     # Padded boxes are computed too (they are zeros): this keeps every shape static (meta
     # tensors, torch.compile) at the cost of a few empty RoIs; they are masked below.
-    pooled = roi_align(frames, rois.to(frames.dtype), output_size, spatial_scale, sampling_ratio, aligned=True)
+    # float32 at least, boxes included: box coordinates rounded to bfloat16 move by up to 0.5 pixel at
+    # 200 pixels (8 significant bits), which moved bins by hundreds of bfloat16 roundings (the
+    # bf16 tests); autocast computes torchvision's kernel in float32 anyway
+    compute = torch.promote_types(frames.dtype, torch.float32)
+    pooled = roi_align(frames.to(compute), rois.to(compute), output_size, spatial_scale, sampling_ratio, aligned=True)
+    pooled = pooled.to(frames.dtype)
     pooled = pooled.flatten(-2).max(dim=-1).values  # (B*T*K, C): the 7x7 max-pool
     pooled = pooled.reshape(b, t, k, c)
     return pooled * mask[..., None].to(pooled.dtype)

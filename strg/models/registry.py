@@ -1,12 +1,5 @@
-"""Every row of the paper's Tables 2-4 as a named variant.
-
-Names: ``[nl_]<head>_<depth>``
-
-* ``<head>``: ``i3d`` (the baseline), ``proposal_avgpool`` (Table 2a "Proposal+AvgPool"),
-  ``st_gcn`` (spatial-temporal graph only), ``sim_gcn`` (similarity graph only), ``joint_gcn``
-  (both, two branches summed);
-* ``nl_``: the backbone carries non-local blocks (Table 2b, 3, 4 "NL");
-* ``<depth>``: ``r50`` or ``r101``.
+"""Every row of the paper's Tables 2-4 as a named variant (names: :mod:`strg.variants`,
+``[nl_]<head>_<depth>``).
 
 For example ``joint_gcn_r50`` (Table 2a, 36.2 mAP on Charades) or ``nl_joint_gcn_r101``
 (Table 3, 39.7).
@@ -15,40 +8,102 @@ For example ``joint_gcn_r50`` (Table 2a, 36.2 mAP on Charades) or ``nl_joint_gcn
 from __future__ import annotations
 
 import logging
-import re
 from typing import Sequence
 
+from strg.errors import ConfigError
 from strg.models.backbone import i3d_resnet
 from strg.models.gcn import RegionGraphHead
 from strg.models.geometry import BoxGeometryEmbedding
 from strg.models.strg import STRG
-from strg.models.weights import inflate_resnet2d, load_i3d_checkpoint, load_resnet2d_state_dict
+from strg.models.weights import (
+    inflate_resnet2d,
+    load_i3d_checkpoint,
+    load_resnet2d_state_dict,
+    read_i3d_checkpoint,
+    resolve_backbone_source,
+    resolve_source,
+)
+from strg.variants import HEADS, SourceName, list_models, parse_name
+
+__all__ = ["build_model", "list_models", "parse_name"]
 
 logger = logging.getLogger(__name__)
 
-# head -> graph branches (None: no region head at all)
-HEADS: dict[str, tuple[str, ...] | None] = {
-    "i3d": None,
-    "proposal_avgpool": (),
-    "st_gcn": ("st",),
-    "sim_gcn": ("sim",),
-    "joint_gcn": ("sim", "st"),
-}
-DEPTHS = {"r50": 50, "r101": 101}
-_NAME = re.compile(r"^(nl_)?(" + "|".join(HEADS) + r")_(" + "|".join(DEPTHS) + r")$")
+
+ROI_IMPLS = ("auto", "sparse", "matmul", "roi_align")
 
 
-def list_models() -> list[str]:
-    """All variant names, baseline first."""
-    return [f"{nl}{head}_{depth}" for depth in DEPTHS for nl in ("", "nl_") for head in HEADS]
+def _positive_ints(value, count: int) -> bool:
+    """True when ``value`` is a sequence of ``count`` ints >= 1."""
+    return isinstance(value, (list, tuple)) and len(value) == count and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
 
 
-def parse_name(name: str) -> tuple[bool, str, int]:
-    """``"nl_joint_gcn_r50"`` -> (nonlocal, head, depth) = (True, "joint_gcn", 50)."""
-    m = _NAME.match(name)
-    if m is None:
-        raise ValueError(f"unknown model variant {name!r}; choose one of: {', '.join(list_models())}")
-    return m.group(1) is not None, m.group(2), DEPTHS[m.group(3)]
+def check_build_args(**kwargs) -> list[tuple[str, str]]:
+    """The problems of ``build_model`` keyword arguments, as (argument, what is wrong) pairs.
+
+    Checked before anything is built, so that a bad value is reported by name (the config reports
+    it as ``model.<argument>``) instead of failing deep inside a layer. Only the arguments given
+    are checked; a value of None means the variant's default.
+    """
+    problems = []
+
+    def at_least(key: str, low: int) -> None:
+        v = kwargs.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            problems.append((key, f"must be an integer >= {low}, got {v!r}"))
+
+    for key in ("num_classes", "width", "dim", "gcn_layers", "in_channels"):
+        at_least(key, 1)
+    if kwargs.get("pool2_kernel") is not None and kwargs["pool2_kernel"] not in (1, 2, 3):
+        why = f"must be 1, 2 or 3 (the paper: 3; Caffe2 / PySlowFast: 2), got {kwargs['pool2_kernel']!r}"
+        problems.append(("pool2_kernel", why))
+    if kwargs.get("stage_blocks") is not None and not _positive_ints(kwargs["stage_blocks"], 4):
+        problems.append(("stage_blocks", f"must be 4 integers >= 1 (res2..res5), got {kwargs['stage_blocks']!r}"))
+    if kwargs.get("temporal_strides") is not None and not _positive_ints(kwargs["temporal_strides"], 3):
+        why = f"must be 3 integers >= 1 (conv1, pool1, pool2), got {kwargs['temporal_strides']!r}"
+        problems.append(("temporal_strides", why))
+    p = kwargs.get("dropout")
+    if p is not None and not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
+        problems.append(("dropout", f"must be a probability in [0, 1) (1 would zero every feature), got {p!r}"))
+    if kwargs.get("roi_impl") is not None and kwargs["roi_impl"] not in ROI_IMPLS:
+        problems.append(("roi_impl", f"must be one of {', '.join(map(repr, ROI_IMPLS))}, got {kwargs['roi_impl']!r}"))
+    return problems
+
+
+# the build_model arguments that check_build_args checks
+_CHECKED = ("num_classes", "width", "stage_blocks", "dim", "pool2_kernel", "temporal_strides", "gcn_layers", "dropout",
+            "in_channels", "roi_impl")
+
+
+def _checked_variant(name: str, arguments: dict) -> tuple[bool, str, int]:
+    """parse_name(name), once the build_model ``arguments`` (its locals) pass check_build_args
+    (ConfigError naming each bad one otherwise)."""
+    if problems := check_build_args(**{k: v for k, v in arguments.items() if k in _CHECKED}):
+        raise ConfigError(f"build_model({name!r}): " + "; ".join(f"{key}: {why}" for key, why in problems))
+    return parse_name(name)
+
+
+def _backbone(depth: int, *, inflate_from, backbone_checkpoint, backbone_source, pool2_kernel, **kwargs):
+    """The I3D backbone of :func:`build_model`, built for its weights' source and loaded."""
+    if inflate_from is not None and backbone_checkpoint is not None:
+        raise ValueError("give inflate_from or backbone_checkpoint, not both")
+    ckpt = read_i3d_checkpoint(backbone_checkpoint) if backbone_checkpoint is not None else None
+    if ckpt is not None:
+        source, _ = resolve_source(ckpt, backbone_source)
+        if pool2_kernel is not None and pool2_kernel != source.pool2_kernel:
+            logger.warning("pool2_kernel=%d, but source %r used %d: the loaded weights will compute something else",
+                           pool2_kernel, source.name, source.pool2_kernel)
+    else:
+        source, _ = resolve_backbone_source(None, backbone_source)
+    backbone = i3d_resnet(depth, pool2_kernel=pool2_kernel, source=source, **kwargs)
+    if inflate_from is not None:
+        state = load_resnet2d_state_dict(inflate_from, depth=depth)
+        report = inflate_resnet2d(backbone, state, source=str(inflate_from))
+        logger.info("%s: %s", inflate_from, report.summary())
+    if ckpt is not None:
+        logger.info("%s", load_i3d_checkpoint(backbone, ckpt, source=source).summary())
+    return backbone
 
 
 def build_model(
@@ -58,7 +113,7 @@ def build_model(
     width: int = 64,
     stage_blocks: Sequence[int] | None = None,
     dim: int = 512,
-    pool2_kernel: int = 3,
+    pool2_kernel: int | None = None,
     temporal_strides: Sequence[int] | None = None,
     frozen_bn: bool = True,
     gcn_layers: int = 3,
@@ -67,6 +122,7 @@ def build_model(
     in_channels: int = 3,
     inflate_from: str | None = None,
     backbone_checkpoint: str | None = None,
+    backbone_source: SourceName | None = None,
     compile_graph_head: bool = False,
     roi_impl: str = "auto",
     box_geometry: bool = False,
@@ -79,7 +135,7 @@ def build_model(
         width: res2 bottleneck width (64 in the paper; e.g. 8 for tests and the CPU demo).
         stage_blocks: blocks per stage (default (3, 4, 6, 3) for R50, (3, 4, 23, 3) for R101).
         dim: d, node feature size after the 2048 -> d reduction (512).
-        pool2_kernel: 3 (paper Table 1) or 2 (Caffe2 / PySlowFast).
+        pool2_kernel: 3 (paper Table 1) or 2 (every Kinetics source); None: the backbone source's.
         temporal_strides: (conv1, pool1, pool2) temporal strides; default (1, 1, 2) for R50
             (32 -> 16 frames) and (2, 2, 2) for R101 (128 -> 16 frames).
         frozen_bn: frozen BatchNorm (paper section 6.1).
@@ -94,6 +150,13 @@ def build_model(
         backbone_checkpoint: initialise the backbone from a Kinetics-pretrained I3D checkpoint
             (PySlowFast, mmaction2 or Caffe2 ``.pkl`` format, or a strg checkpoint), see
             :func:`strg.models.weights.load_i3d_checkpoint`.
+        backbone_source: what the backbone's weights computed in the code that trained them
+            (stem pooling, non-local variant, channel order, normalisation, pool2 kernel): a
+            name of :data:`strg.models.sources.SOURCES`. None: read from ``backbone_checkpoint``
+            where the file tells, the format's default where it cannot (a Caffe2 ``.pkl``:
+            ``video_nonlocal_net``), ``"strg"`` without a checkpoint. A name that contradicts
+            the file raises CheckpointError. The model keeps it as ``model.backbone.source``;
+            its ``data_mean`` / ``data_std`` are the normalisation to feed it.
         compile_graph_head: ``torch.compile`` the region graph head (RoIAlign, graphs, GCN). On a
             GPU the eager head is bound by the launch overhead of its many small kernels; compiled,
             they fuse (BENCHMARKS.md). Same results; the first batches pay the compilation. The
@@ -109,21 +172,13 @@ def build_model(
             (:mod:`strg.models.geometry`; not in the paper, whose rows use False). Region
             variants only.
     """
-    nonlocal_, head, depth = parse_name(name)
-    backbone = i3d_resnet(
-        depth, width=width, stage_blocks=stage_blocks, nonlocal_=nonlocal_, pool2_kernel=pool2_kernel,
+    nonlocal_, head, depth = _checked_variant(name, locals())
+    backbone = _backbone(
+        depth, inflate_from=inflate_from, backbone_checkpoint=backbone_checkpoint, backbone_source=backbone_source,
+        width=width, stage_blocks=stage_blocks, nonlocal_=nonlocal_, pool2_kernel=pool2_kernel,
         temporal_strides=tuple(temporal_strides) if temporal_strides is not None else None,
         frozen_bn=frozen_bn, in_channels=in_channels,
     )
-    if inflate_from is not None and backbone_checkpoint is not None:
-        raise ValueError("give inflate_from or backbone_checkpoint, not both")
-    if inflate_from is not None:
-        state = load_resnet2d_state_dict(inflate_from, depth=depth)
-        report = inflate_resnet2d(backbone, state, source=str(inflate_from))
-        logger.info("%s: %s", inflate_from, report.summary())
-    if backbone_checkpoint is not None:
-        fmt, unused = load_i3d_checkpoint(backbone, backbone_checkpoint)
-        logger.info("%s: loaded %s I3D backbone; not used: %s", backbone_checkpoint, fmt, ", ".join(unused) or "nothing")
     graphs = HEADS[head]
     graph_head = None
     if graphs is not None:

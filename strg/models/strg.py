@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from strg.models.backbone import ResNet3d
 from strg.models.gcn import RegionGraphHead
+from strg.models.region import boxes_to_feature_frames
 
 
 class PointwiseConv3d(nn.Conv3d):
@@ -45,6 +46,25 @@ class PointwiseConv3d(nn.Conv3d):
         rows = x.view(b, c, t * h * w).transpose(1, 2)  # (1, T*H*W, C), a view
         y = nn.functional.linear(rows, self.weight.view(self.out_channels, c), self.bias)  # (1, T*H*W, d)
         return y.view(b, t, h, w, -1).permute(0, 4, 1, 2, 3)  # (1, d, T, H, W), channels-last memory
+
+
+def keyed_dropout(x: Tensor, p: float, keys: Tensor) -> Tensor:
+    """Dropout (training) whose mask for row i is drawn from a generator seeded with ``keys[i]``.
+
+    x (Tensor[B, F]), keys (Tensor[B] int64) -> Tensor[B, F]: ``x * mask / (1 - p)``, mask[i] of
+    Bernoulli(1 - p) draws that depend on ``keys[i]`` alone (drawn on the CPU, so the same on every
+    device), not on the batch, the process or the state of the global generator. The engine keys
+    each training sample by its place in the data stream (strg/engine/sample_keys.py).
+    """
+    if p == 0.0:
+        return x
+    gen = torch.Generator()
+    rows = []
+    for key in keys.tolist():
+        gen.manual_seed(int(key))
+        rows.append(torch.rand(x.shape[1], generator=gen) >= p)
+    mask = torch.stack(rows).to(device=x.device, dtype=x.dtype)  # (B, F)
+    return x * mask / (1.0 - p)
 
 
 class STRG(nn.Module):
@@ -87,14 +107,19 @@ class STRG(nn.Module):
         return self.graph_head is not None
 
     def forward_features(self, clips: Tensor | None, boxes: Tensor | None = None, box_mask: Tensor | None = None,
-                         *, backbone_features: Tensor | None = None) -> Tensor:
+                         *, backbone_features: Tensor | None = None, graphs: dict | None = None) -> Tensor:
         """clips (Tensor[B, 3, T, H, W]) -> the pooled feature (Tensor[B, num_features]).
 
         ``backbone_features`` (Tensor[B, 2048, T', H', W']): the backbone's output for these clips,
         computed earlier (a frozen backbone, ``train.cache_features``); ``clips`` is then unused.
+        ``graphs``: when a dict, filled with the region graphs of this pass (see :meth:`forward`).
         """
         x = self.backbone(clips) if backbone_features is None else backbone_features  # (B, 2048, T', H', W')
         if self.graph_head is None:
+            if graphs is not None and boxes is not None:  # no graph: only where the boxes fall
+                if box_mask is None:
+                    box_mask = torch.ones(boxes.shape[:3], dtype=torch.bool, device=boxes.device)
+                graphs["boxes"], graphs["mask"] = boxes_to_feature_frames(boxes, box_mask.bool(), x.shape[2])
             return x.mean(dim=(2, 3, 4))  # (B, 2048)
         x = self.reduce(x)  # (B, d, T', H', W')
         video = x.mean(dim=(2, 3, 4))  # (B, d)
@@ -108,13 +133,29 @@ class STRG(nn.Module):
                 f"boxes must be (B, T, K, 4) with box_mask (B, T, K) for B={b}; got "
                 f"{tuple(boxes.shape)} and {tuple(box_mask.shape)}"
             )
-        graph = self.graph_head(x, boxes, box_mask.bool())  # RoIAlign + GCN + node mean: (B, d)
+        graph = self.graph_head(x, boxes, box_mask.bool(), graphs)  # RoIAlign + GCN + node mean: (B, d)
         return torch.cat([video, graph], dim=1)  # (B, 2d)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        """features (Tensor[B, num_features]) -> logits (Tensor[B, num_classes])."""
+    def forward_head(self, features: Tensor, dropout_keys: Tensor | None = None) -> Tensor:
+        """features (Tensor[B, num_features]) -> logits (Tensor[B, num_classes]).
+
+        ``dropout_keys`` (Tensor[B] int64, training only): draw row i's dropout mask from a
+        generator seeded with ``dropout_keys[i]`` (:func:`keyed_dropout`) instead of the global one.
+        """
+        if dropout_keys is not None and self.training:
+            return self.classifier(keyed_dropout(features, self.dropout.p, dropout_keys))
         return self.classifier(self.dropout(features))
 
     def forward(self, clips: Tensor | None, boxes: Tensor | None = None, box_mask: Tensor | None = None,
-                *, backbone_features: Tensor | None = None) -> Tensor:
-        return self.forward_head(self.forward_features(clips, boxes, box_mask, backbone_features=backbone_features))
+                *, backbone_features: Tensor | None = None, dropout_keys: Tensor | None = None,
+                return_graphs: bool = False):
+        """logits (Tensor[B, C]); with ``return_graphs=True``, ``(logits, graphs)``: the region graphs
+        this very pass built (paper Fig. 3, 4), a dict with ``boxes`` (Tensor[B, T', K, 4]) and
+        ``mask`` (Tensor[B, T', K]) on the feature frames, ``sim`` (Tensor[B, T'*K, T'*K], the first
+        GCN layer's G_sim; similarity branch), ``front`` and ``back`` (Tensor[B, T'-1, K, K];
+        spatial-temporal branch). The I3D baseline has no graph: only ``boxes`` and ``mask`` (when
+        boxes are given); without boxes the dict is empty. ``dropout_keys``: see :meth:`forward_head`."""
+        graphs: dict | None = {} if return_graphs else None
+        features = self.forward_features(clips, boxes, box_mask, backbone_features=backbone_features, graphs=graphs)
+        logits = self.forward_head(features, dropout_keys)
+        return (logits, graphs) if return_graphs else logits

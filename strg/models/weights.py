@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from strg.errors import CheckpointError
+from strg.models.sources import FORMAT_SOURCES, BackboneSource, get_source
 
 # 2D keys that have no 3D counterpart and are dropped on purpose.
 _IGNORED_2D = ("fc.weight", "fc.bias")
@@ -45,12 +46,7 @@ class InflationReport:
 def _load_state(path: str, wrappers: tuple[str, ...]) -> dict:
     """torch.load a weights file on the CPU (tensors only), unwrapping the first of ``wrappers``
     found (e.g. ``state_dict``); CheckpointError naming the file when it is missing or unreadable."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such weights file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({e})") from e
+    obj = _torch_load(path)
     for key in wrappers:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             return obj[key]
@@ -80,7 +76,9 @@ def load_resnet2d_state_dict(source: str | os.PathLike, *, depth: int = 50) -> d
     return state
 
 
-def inflate_resnet2d(backbone: nn.Module, state_dict_2d: dict[str, Tensor], *, source: str = "2D weights") -> InflationReport:
+def inflate_resnet2d(
+    backbone: nn.Module, state_dict_2d: dict[str, Tensor], *, source: str = "2D weights"
+) -> InflationReport:
     """Fill a :class:`~strg.models.backbone.ResNet3d` from a torchvision 2D ResNet state dict.
 
     Args:
@@ -120,13 +118,16 @@ def inflate_resnet2d(backbone: nn.Module, state_dict_2d: dict[str, Tensor], *, s
     used = set(report.loaded) | set(missing) | {k for k in state_dict_2d if k.endswith("num_batches_tracked")}
     unexpected = [k for k in state_dict_2d if k not in used and k not in _IGNORED_2D and k not in target]
     report.ignored = [k for k in _IGNORED_2D if k in state_dict_2d]
+    def listed(keys: list[str], sep: str = ", ") -> str:
+        return sep.join(keys[:8]) + (" ..." if len(keys) > 8 else "")
+
     problems = []
     if missing:
-        problems.append(f"{len(missing)} backbone keys missing from the 2D weights: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        problems.append(f"{len(missing)} backbone keys missing from the 2D weights: {listed(missing)}")
     if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches: {'; '.join(mismatched[:8])}{' ...' if len(mismatched) > 8 else ''}")
+        problems.append(f"{len(mismatched)} shape mismatches: {listed(mismatched, '; ')}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected 2D keys: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        problems.append(f"{len(unexpected)} unexpected 2D keys: {listed(unexpected)}")
     if problems:
         raise CheckpointError(f"{source}: cannot inflate into the 3D backbone: " + "; ".join(problems))
     backbone.load_state_dict(new_state, strict=False)
@@ -142,9 +143,11 @@ _PYSLOWFAST_RES = re.compile(r"^s(\d)\.pathway0_res(\d+)\.(branch1|branch1_bn|br
 _PYSLOWFAST_NL = re.compile(r"^s(\d)\.pathway0_nonlocal(\d+)\.(conv_theta|conv_phi|conv_g|conv_out|bn)\.(.+)$")
 _MMACTION_STEM = re.compile(r"^backbone\.conv1\.(conv|bn)\.(.+)$")
 _MMACTION_RES = re.compile(r"^backbone\.layer(\d)\.(\d+)\.(conv[123]|downsample)\.(conv|bn)\.(.+)$")
-_MMACTION_NL = re.compile(r"^backbone\.layer(\d)\.(\d+)\.non_local_block\.(theta\.conv|phi\.0\.conv|phi\.conv|g\.0\.conv|g\.conv|conv_out\.conv|conv_out\.bn)\.(.+)$")
+_MMACTION_NL = re.compile(
+    r"^backbone\.layer(\d)\.(\d+)\.non_local_block\.(theta\.conv|phi\.0\.conv|g\.0\.conv|conv_out\.conv|conv_out\.bn)\.(.+)$"
+)
 _NL_NAMES = {"conv_theta": "theta", "conv_phi": "phi", "conv_g": "g", "conv_out": "out", "bn": "bn",
-             "theta.conv": "theta", "phi.0.conv": "phi", "phi.conv": "phi", "g.0.conv": "g", "g.conv": "g",
+             "theta.conv": "theta", "phi.0.conv": "phi", "g.0.conv": "g",
              "conv_out.conv": "out", "conv_out.bn": "bn"}
 
 
@@ -244,7 +247,9 @@ def load_caffe2_blobs(path: str | os.PathLike) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: not a readable Caffe2 .pkl checkpoint ({e})") from e
     blobs = obj.get("blobs", obj) if isinstance(obj, dict) else None
     if not isinstance(blobs, dict) or not blobs:
-        raise CheckpointError(f"{path}: expected a dict of Caffe2 blobs (with a 'blobs' entry), got {type(obj).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a dict of Caffe2 blobs (with a 'blobs' entry), got {type(obj).__name__}"
+        )
     out = {}
     for name, value in blobs.items():
         if name.endswith("_momentum") or not isinstance(value, np.ndarray) or value.dtype.kind != "f":
@@ -253,68 +258,331 @@ def load_caffe2_blobs(path: str | os.PathLike) -> dict[str, Tensor]:
     return out
 
 
-def convert_i3d_checkpoint(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str, list[str]]:
+# Keys inside each format's backbone: one that does not map is an error, not an unused key.
+_BACKBONE_PREFIX = {"pyslowfast": re.compile(r"^s\d\."), "mmaction2": re.compile(r"^backbone\."),
+                    "caffe2": re.compile(r"^(res\d|res_conv1|conv1|nonlocal_)"), "strg": re.compile(r"^$")}
+
+
+def convert_i3d_checkpoint(
+    state: dict[str, Tensor], source: str = "checkpoint"
+) -> tuple[dict[str, Tensor], str, list[str]]:
     """Rename a PySlowFast, mmaction2 or Caffe2 I3D ResNet state dict to strg backbone keys.
 
-    Returns (backbone state dict, detected format, keys not used: heads, counters).
+    Returns (backbone state dict, detected format, keys not used: heads, counters). ``source``
+    names the file in errors.
     """
     if any(k.startswith("s1.pathway0_stem.") for k in state):
         fmt, rename = "pyslowfast", _pyslowfast_key
     elif "conv1_w" in state and any(k.startswith("res_conv1_bn_") for k in state):
         fmt, rename = "caffe2", _caffe2_key
-    elif any(k.startswith("backbone.conv1.") for k in state):
+    elif "backbone.conv1.conv.weight" in state:
         fmt, rename = "mmaction2", _mmaction_key
-    elif any(k.startswith("layer1.0.conv1.") for k in state):
-        fmt, rename = "strg", lambda k: k
+    elif any(k.startswith(("layer1.0.conv1.", "backbone.layer1.0.conv1.")) for k in state):
+        fmt = "strg"
+        if any(k.startswith("backbone.") for k in state):  # a whole STRG model: take its backbone
+            rename = lambda k: k[len("backbone."):] if k.startswith("backbone.") else None  # noqa: E731
+        else:
+            rename = lambda k: k  # noqa: E731
     else:
         raise CheckpointError(
-            "unrecognised checkpoint keys (expected PySlowFast 's1.pathway0_stem.*', mmaction2 "
-            f"'backbone.conv1.*', Caffe2 'conv1_w' or strg 'layer1.0.conv1.*'); first keys: {', '.join(list(state)[:5])}"
+            f"{source}: unrecognised checkpoint keys (expected PySlowFast 's1.pathway0_stem.*', mmaction2 "
+            f"'backbone.conv1.conv.*', Caffe2 'conv1_w' or strg 'layer1.0.conv1.*'); "
+            f"first keys: {', '.join(list(state)[:5])}"
         )
-    out, unused = {}, []
+    if fmt == "mmaction2":
+        _check_mmaction_nonlocal(state, source)
+    out, unused, unknown = {}, [], []
     for key, value in state.items():
         new = rename(key)
-        if new is None or key.endswith("num_batches_tracked"):
+        if new is None and _BACKBONE_PREFIX[fmt].match(key) and not key.endswith("num_batches_tracked"):
+            unknown.append(key)
+        elif key.endswith("num_batches_tracked"):
+            continue  # BatchNorm's step counter: no weight
+        elif new is None:
             unused.append(key)
         else:
             out[new] = value
+    if unknown:
+        raise CheckpointError(f"{source}: {len(unknown)} {fmt} backbone keys that strg cannot place: "
+                              f"{', '.join(unknown[:8])}{' ...' if len(unknown) > 8 else ''}")
+    if fmt == "caffe2":
+        _affine_bn_to_frozen(out)
     return out, fmt, unused
 
 
-def load_i3d_checkpoint(backbone: nn.Module, path: str | os.PathLike, *, caffe2_bgr: bool = True) -> tuple[str, list[str]]:
-    """Load a Kinetics-pretrained I3D ResNet into ``backbone``: PySlowFast .pyth, mmaction2 .pth,
-    strg, or Caffe2 .pkl (video-nonlocal-net, the I3D and non-local models of the paper's backbone).
+def _check_mmaction_nonlocal(state: dict, source: str) -> None:
+    """Refuse the mmcv non-local blocks strg does not compute: concatenation, no sub_sample."""
+    nl = [k for k in state if ".non_local_block." in k]
+    if any(".concat_project." in k for k in nl):
+        raise CheckpointError(
+            f"{source}: its non-local blocks use mmcv's 'concatenation' pairwise function (concat_project keys), "
+            "which strg does not implement (supported: embedded_gaussian, dot_product, gaussian)"
+        )
+    if any(".non_local_block.g.conv." in k for k in nl):
+        raise CheckpointError(
+            f"{source}: its non-local blocks were built with sub_sample=False (keys 'non_local_block.g.conv.*'); "
+            "strg's non-local blocks subsample phi and g by (1, 2, 2) as every mmaction2 I3D NL config does"
+        )
 
-    The backbone must have the same architecture (depth, temporal-kernel pattern, non-local
-    positions): every backbone key must be present with the same shape, or
-    :class:`CheckpointError` lists the differences.
 
-    Caffe2 models were trained on BGR frames (OpenCV decoding); with ``caffe2_bgr`` (default) the
-    first convolution's input channels are reversed so that the backbone takes RGB clips like
-    every other model here. (Their per-channel normalisation, 0.45 / 0.225 on [0, 1], is the same
-    for the three channels, so only the order differs.)
+def _affine_bn_to_frozen(state: dict[str, Tensor], eps: float = 1e-5) -> None:
+    """video-nonlocal-net's "affine" models replace BN by y = x * s + b (blobs ``*_bn_s``/``*_bn_b``
+    only): as a BN, running mean 0 and running variance 1 - eps give the same map."""
+    for key in [k for k in state if k.endswith(".weight") and k[: -len("weight")] + "bias" in state]:
+        prefix = key[: -len("weight")]
+        if state[key].dim() == 1 and prefix + "running_mean" not in state and prefix + "running_var" not in state:
+            state[prefix + "running_mean"] = torch.zeros_like(state[key])
+            state[prefix + "running_var"] = torch.full_like(state[key], 1.0 - eps)
 
-    Returns (detected format, checkpoint keys not used, e.g. the classifier head).
+
+@dataclass
+class I3DCheckpoint:
+    """A Kinetics I3D checkpoint read from a file, renamed to strg keys (see :func:`read_i3d_checkpoint`)."""
+
+    path: str
+    state: dict[str, Tensor]  # strg backbone keys
+    format: str  # pyslowfast | mmaction2 | caffe2 | strg
+    unused: list[str]  # file keys that are not backbone weights (classifier, counters)
+    saved_config: dict = field(default_factory=dict)  # what the file says besides its weights
+
+
+def _torch_load(path: str):
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({e})") from e
+
+
+def _saved_config(obj) -> dict:
+    """The settings a checkpoint file records beside its weights: PySlowFast's ``cfg`` (a YAML
+    dump), mmaction2's ``meta`` config text (``meta["cfg"]``, mmcv-era ``meta["config"]``),
+    strg's run config (``config.model.backbone_source``)."""
+    if not isinstance(obj, dict):
+        return {}
+    out = {}
+    if isinstance(obj.get("cfg"), str):
+        out["pyslowfast_cfg"] = obj["cfg"]
+    meta = obj.get("meta")
+    if isinstance(meta, dict):
+        text = meta.get("cfg", meta.get("config"))
+        if isinstance(text, str):
+            out["mmaction2_cfg"] = text
+    model_cfg = (obj.get("config") or {}).get("model") if isinstance(obj.get("config"), dict) else None
+    name = obj.get("backbone_source") or (model_cfg or {}).get("backbone_source")
+    if isinstance(name, str):
+        out["strg_source"] = name
+    return out
+
+
+def read_i3d_checkpoint(path: str | os.PathLike) -> I3DCheckpoint:
+    """Read a PySlowFast ``.pyth``, mmaction2 ``.pth``, Caffe2 ``.pkl`` or strg checkpoint.
+
+    Raises :class:`CheckpointError` naming the file when it is missing, unreadable, not a state
+    dict of tensors, or holds a non-local variant strg does not compute.
     """
     path = os.fspath(path)
     if path.endswith(".pkl"):
-        ckpt = load_caffe2_blobs(path)
+        blobs, saved = load_caffe2_blobs(path), {}
     else:
-        ckpt = _load_state(path, ("model_state", "state_dict", "model"))  # PySlowFast, mmaction2, strg
-    state, fmt, unused = convert_i3d_checkpoint(ckpt)
-    if fmt == "strg":
-        state = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in state.items()}
-    if fmt == "caffe2" and caffe2_bgr and "conv1.weight" in state:
+        obj = _torch_load(path)
+        saved = _saved_config(obj)
+        blobs = obj
+        for key in ("model_state", "state_dict", "model"):  # PySlowFast, mmaction2, strg
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                blobs = obj[key]
+                break
+    if not isinstance(blobs, dict) or not blobs or not all(isinstance(v, Tensor) for v in blobs.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(blobs).__name__}")
+    state, fmt, unused = convert_i3d_checkpoint(blobs, source=path)
+    return I3DCheckpoint(path, state, fmt, unused, saved)
+
+
+def _yaml_get(text: str, *keys: str):
+    import yaml
+
+    try:
+        node = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _mmaction_mode(text: str) -> str | None:
+    """``mode`` of the ``non_local_cfg`` in mmaction2 config text (Python source), if it is there."""
+    m = re.search(r"non_local_cfg\s*=\s*dict\(([^)]*)\)", text)
+    mode = re.search(r"mode\s*=\s*['\"](\w+)['\"]", m.group(1)) if m else None
+    return mode.group(1) if mode else None
+
+
+def detect_source(ckpt: I3DCheckpoint) -> tuple[str, bool, str]:
+    """What the file says about its source: (source name, told by the file?, how it was decided)."""
+    has_nl = any(".nonlocal_block." in k for k in ckpt.state)
+    saved = ckpt.saved_config
+    if ckpt.format == "pyslowfast":
+        inst = _yaml_get(saved["pyslowfast_cfg"], "NONLOCAL", "INSTANTIATION") if "pyslowfast_cfg" in saved else None
+        if inst is not None or not has_nl:
+            name = "pyslowfast_dot_product" if has_nl and inst == "dot_product" else "pyslowfast"
+            told = f" and its saved cfg (NONLOCAL.INSTANTIATION: {inst})" if has_nl else ""
+            return name, True, "PySlowFast keys" + told
+        return "pyslowfast", False, "PySlowFast keys, no saved cfg: softmax non-local assumed (its NLN configs')"
+    if ckpt.format == "mmaction2":
+        if has_nl and not any(".nonlocal_block.theta." in k for k in ckpt.state):
+            return "mmaction2_gaussian", True, "mmaction2 keys, non-local without theta/phi convs (mode='gaussian')"
+        mode = _mmaction_mode(saved["mmaction2_cfg"]) if "mmaction2_cfg" in saved else None
+        if mode is not None and has_nl:
+            if mode not in ("embedded_gaussian", "dot_product"):
+                raise CheckpointError(f"{ckpt.path}: its config's non-local mode {mode!r} is not supported "
+                                      "(supported: embedded_gaussian, dot_product, gaussian)")
+            return ("mmaction2" if mode == "embedded_gaussian" else "mmaction2_dot_product"), True, \
+                f"mmaction2 keys and its saved config (non_local_cfg mode={mode!r})"
+        if not has_nl:
+            return "mmaction2", True, "mmaction2 keys"
+        return "mmaction2", False, "mmaction2 keys, no saved config: mode='embedded_gaussian' assumed (its NL configs')"
+    if ckpt.format == "caffe2":
+        return "video_nonlocal_net", False, (
+            "Caffe2 blob names, the same in video-nonlocal-net and PySlowFast's model zoo: video_nonlocal_net assumed"
+        )
+    if "strg_source" in saved:
+        return saved["strg_source"], True, "strg checkpoint, its recorded backbone_source"
+    return "strg", False, "strg keys without a recorded source: 'strg' assumed"
+
+
+def resolve_source(ckpt: I3DCheckpoint, source: str | BackboneSource | None = None) -> tuple[BackboneSource, str]:
+    """The source to build and load ``ckpt`` with: the file's, or ``source`` where the file cannot
+    say. CheckpointError when ``source`` contradicts the file. Returns (source, how decided)."""
+    told, certain, how = detect_source(ckpt)
+    wanted = None if source is None else get_source(source).name
+    if wanted is not None and wanted != told:
+        if certain:
+            raise CheckpointError(f"{ckpt.path}: backbone_source {wanted!r} contradicts the file ({how}: {told!r})")
+        if ckpt.format != "strg" and wanted not in FORMAT_SOURCES[ckpt.format]:
+            raise CheckpointError(f"{ckpt.path}: backbone_source {wanted!r} cannot be a {ckpt.format} checkpoint "
+                                  f"(choose one of: {', '.join(FORMAT_SOURCES[ckpt.format])})")
+        src, how = get_source(wanted), f"{how}; overridden by backbone_source={wanted!r}"
+    else:
+        try:
+            src = get_source(source if isinstance(source, BackboneSource) else told)
+        except ValueError as e:
+            raise CheckpointError(f"{ckpt.path}: {e}") from None
+    return _pyslowfast_normalisation(ckpt, src), how
+
+
+def _pyslowfast_normalisation(ckpt: I3DCheckpoint, src: BackboneSource) -> BackboneSource:
+    """A PySlowFast cfg's DATA.MEAN / DATA.STD (0-1, RGB) and DATA.REVERSE_INPUT_CHANNEL."""
+    text = ckpt.saved_config.get("pyslowfast_cfg")
+    if ckpt.format != "pyslowfast" or text is None:
+        return src
+    mean, std = _yaml_get(text, "DATA", "MEAN"), _yaml_get(text, "DATA", "STD")
+    if isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == 3:
+        src = src.with_normalisation(mean, std, 1.0)
+    if _yaml_get(text, "DATA", "REVERSE_INPUT_CHANNEL") is True:
+        src = replace(src, channels="bgr")
+    return src
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_i3d_checkpoint` did."""
+
+    path: str
+    format: str
+    source: BackboneSource
+    how: str  # how the source was decided (told by the file, assumed, given)
+    unused: list[str]
+    flipped_to_rgb: bool = False
+
+    def summary(self) -> str:
+        s, nl = self.source, self.source.nonlocal_variant
+        on = {True: "on", False: "off"}
+        flipped = " (conv1 flipped to take RGB)" if self.flipped_to_rgb else ""
+        return (
+            f"{self.path}: {self.format} I3D loaded as source {s.name!r} ({self.how}): stem pool {s.stem_pool}, "
+            f"non-local {nl.pairwise} pooled {nl.pool} phi/g, scale {on[nl.scale]}, out bias {on[nl.out_bias]}; "
+            f"{s.channels.upper()} input{flipped}; normalise with data.mean={list(s.data_mean)} "
+            f"data.std={list(s.data_std)}; not used: {', '.join(self.unused) or 'nothing'}"
+        )
+
+
+def _computes_otherwise(backbone: nn.Module, src: BackboneSource) -> list[str]:
+    """How ``backbone``'s pool1 and non-local blocks differ from what ``src`` computed."""
+    from strg.models.nonlocal_block import NonLocalBlock
+
+    diffs = []
+    pool = getattr(backbone, "maxpool", None)
+    if isinstance(pool, nn.MaxPool3d):
+        stride_t = pool.stride[0]
+        kernel_t = stride_t if src.stem_pool == "pairs" else 1
+        if pool.kernel_size[0] != kernel_t or pool.padding[1] != src.stem_pool_padding:
+            diffs.append(f"pool1 kernel {tuple(pool.kernel_size)} padding {tuple(pool.padding)}, the source's "
+                         f"({kernel_t}, 3, 3) padding (0, {src.stem_pool_padding}, {src.stem_pool_padding})")
+    variants = {m.variant for m in backbone.modules() if isinstance(m, NonLocalBlock)}
+    if variants and variants != {src.nonlocal_variant}:
+        diffs.append(f"non-local {', '.join(map(str, variants))}, the source's {src.nonlocal_variant}")
+    return diffs
+
+
+def _blocks_per_stage(keys) -> tuple[int, ...]:
+    return tuple(len({k.split(".")[1] for k in keys if k.startswith(f"layer{i}.")}) for i in range(1, 5))
+
+
+def load_i3d_checkpoint(backbone: nn.Module, checkpoint: str | os.PathLike | I3DCheckpoint, *,
+                        source: str | BackboneSource | None = None) -> LoadReport:
+    """Load a Kinetics-pretrained I3D ResNet into ``backbone``: PySlowFast .pyth, mmaction2 .pth,
+    Caffe2 .pkl (video-nonlocal-net or PySlowFast's model zoo) or strg.
+
+    The source (:mod:`strg.models.sources`) is read from the file where it can be, else
+    ``source`` or the format's documented default; the backbone must have been built for a
+    source that computes the same (``i3d_resnet(source=...)``, what ``build_model`` does), and
+    the same architecture (depth, temporal kernels, non-local positions and variant): every
+    backbone key present with the same shape. Otherwise :class:`CheckpointError` names the file and
+    the differences, and nothing is loaded. A BGR source's first conv is flipped so that the
+    backbone takes RGB clips.
+    """
+    ckpt = checkpoint if isinstance(checkpoint, I3DCheckpoint) else read_i3d_checkpoint(checkpoint)
+    path, state = ckpt.path, dict(ckpt.state)
+    src, how = resolve_source(ckpt, source)
+    diffs = _computes_otherwise(backbone, src)
+    if diffs:
+        built = getattr(getattr(backbone, "source", None), "name", "?")
+        raise CheckpointError(f"{path}: the checkpoint's source is {src.name!r} ({how}), this backbone was built for "
+                              f"{built!r}: {'; '.join(diffs)}; build it with backbone_source={src.name!r}")
+    flip = src.channels == "bgr" and ckpt.format != "strg" and "conv1.weight" in state
+    if flip:
         state["conv1.weight"] = state["conv1.weight"].flip(1)  # (O, 3, t, k, k): BGR -> RGB inputs
     target = backbone.state_dict()
     missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in target]
-    mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in target.items() if k in state and state[k].shape != v.shape]
+    mismatched = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or mismatched:
+        have, want = _blocks_per_stage(state), _blocks_per_stage(target)
+        depth = ""
+        if have != want:
+            depth = f"; blocks per stage {have} in the file, {want} in this backbone (another depth?)"
+        hint = "; if the file comes from another source, build it with backbone_source=NAME" if "assumed" in how else ""
         raise CheckpointError(
-            f"{path} ({fmt}) does not fit this backbone: {len(missing)} missing ({', '.join(missing[:5])}), "
-            f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])}), {len(mismatched)} shape "
-            f"mismatches ({'; '.join(mismatched[:5])})"
+            f"{path} ({ckpt.format}, source {src.name!r}: {how}) does not fit this backbone: "
+            f"{len(missing)} missing ({', '.join(missing[:5])}), {len(unexpected)} unexpected "
+            f"({', '.join(unexpected[:5])}), {len(mismatched)} shape mismatches ({'; '.join(mismatched[:5])})"
+            f"{depth}{hint}"
         )
     backbone.load_state_dict(state, strict=False)  # strict apart from BN counters (checked above)
-    return fmt, unused
+    return LoadReport(path, ckpt.format, src, how, ckpt.unused, flip)
+
+
+def resolve_backbone_source(checkpoint: str | os.PathLike | None, source: str | None) -> tuple[BackboneSource, str]:
+    """The source a model with this ``backbone_checkpoint`` and ``backbone_source`` is built for:
+    the file's (:func:`resolve_source`), else ``source``, else ``"strg"``. Returns (source, how)."""
+    if checkpoint is None:
+        try:
+            return get_source(source or "strg"), "given" if source else "default (no Kinetics checkpoint)"
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+    return resolve_source(read_i3d_checkpoint(checkpoint), source)

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from tqdm import tqdm
 
 from strg.errors import DataError
+from strg.progress import progress_bar
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -177,6 +177,19 @@ def _concat(chunks: list[dict]) -> dict:
     }
 
 
+def _write_video(store, vid: str, chunks: list[dict], result: ExtractResult, bar) -> None:
+    """Store one video's proposals in one transaction; invalid boxes from the proposer make it a
+    failed video, of which nothing is written."""
+    try:
+        store.put(vid, **_concat(chunks))
+    except DataError as e:
+        result.failed[vid] = f"{type(e).__name__}: {e}"
+        bar.write(f"skipping {vid}: {e}", file=sys.stderr)
+    else:
+        result.written.append(vid)
+    bar.update(1)
+
+
 def extract_proposals(
     videos: Sequence[VideoEntry],
     store_path: str | Path,
@@ -229,7 +242,7 @@ def extract_proposals(
         use_amp = amp and device.type == "cuda"
         autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
         pending: dict[str, list[dict]] = {}
-        bar = tqdm(total=len(todo), unit="video", desc="proposals", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(todo), unit="video", desc="proposals", disable=not progress, dynamic_ncols=True)
         with bar:
             for item in loader:
                 vid = item["video_id"]
@@ -250,9 +263,7 @@ def extract_proposals(
                 chunks = pending.setdefault(vid, [])
                 chunks.append(item)
                 if len(chunks) == item["num_chunks"]:
-                    store.put(vid, **_concat(pending.pop(vid)))  # one transaction per video
-                    result.written.append(vid)
-                    bar.update(1)
+                    _write_video(store, vid, pending.pop(vid), result, bar)
                 bar.set_postfix(frames_per_s=f"{result.frames / (time.perf_counter() - start):.1f}", refresh=False)
     result.seconds = time.perf_counter() - start
     return result

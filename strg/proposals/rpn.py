@@ -225,7 +225,9 @@ def build_rpn_proposer(
     if max_size is None:
         max_size = round(min_size * 5 / 3)
     builder = DETECTORS[detector][0]
-    model = builder(weights=None, weights_backbone=None, num_classes=91, min_size=min_size, max_size=max_size)
+    with torch.random.fork_rng(devices=[]):  # random weights are the same in every process (torchrun ranks, tests)
+        torch.manual_seed(0)
+        model = builder(weights=None, weights_backbone=None, num_classes=91, min_size=min_size, max_size=max_size)
     del model.roi_heads  # the box classifier is not used: proposals are class-agnostic
     if weights is not None:
         state = _load_state(detector, weights)

@@ -174,10 +174,10 @@ def generate_dataset(out_dir: str | os.PathLike, *, seed: int = 0, num_videos: i
 
 
 def _run_jobs(jobs: list, workers: int | None, progress: bool) -> list[dict]:
-    from tqdm import tqdm
+    from strg.progress import progress_bar
 
     workers = workers or min(2, os.cpu_count() or 1)
-    bar = tqdm(total=len(jobs), desc="synth: rendering", unit="video", disable=not progress, leave=False)
+    bar = progress_bar(total=len(jobs), desc="synth: rendering", unit="video", disable=not progress, leave=False)
     if workers <= 1:
         results = []
         for job in jobs:

@@ -1,4 +1,4 @@
-"""Datasets as the engine sees them: the builders of :mod:`strg.data`, plus a tiny random one.
+"""The ``random`` dataset kind: synthetic clips generated on the fly.
 
 ``data.kind: random`` is a synthetic, in-memory dataset that needs no files: every item is a clip
 whose colour encodes its class, with a few random boxes. It lets ``strg train configs/tiny_cpu.yaml``
@@ -8,18 +8,12 @@ generator of ``strg synth``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch.utils.data import Dataset
 
+from strg.data.datasets import VideoRecord
+from strg.data.options import RandomOptions
 from strg.errors import ConfigError
-
-
-@dataclass
-class VideoRecord:
-    video_id: str
-    path: str | None = None
 
 
 class RandomClips(Dataset):
@@ -41,14 +35,16 @@ class RandomClips(Dataset):
         multi_label: bool,
         num_clips: int,
         seed: int,
+        palette_seed: int | None = None,
     ):
-        self.videos = [VideoRecord(f"video{v:05d}") for v in range(num_videos)]
+        self.videos = [VideoRecord(f"video{v:05d}", path="") for v in range(num_videos)]
         self.classes = [f"class {c}" for c in range(num_classes)]
         self.multi_label = multi_label
         self.frames, self.size, self.k = frames, size, boxes_per_frame
         self.max_boxes = boxes_per_frame
         self.num_clips, self.seed = num_clips, seed
-        g = torch.Generator().manual_seed(seed)
+        # the class colours: one palette for all splits of a seed, so that what is learnt on train holds on val
+        g = torch.Generator().manual_seed(seed if palette_seed is None else palette_seed)
         self.palette = torch.randn(num_classes, 3, generator=g)  # (C, 3) class colours
 
     def __len__(self) -> int:
@@ -86,60 +82,24 @@ class RandomClips(Dataset):
         }
 
 
-def build_random_dataset(
-    *,
-    split: str,
-    training: bool,
-    num_videos: int = 16,
-    num_classes: int = 4,
-    frames: int = 4,
-    size: int = 32,
-    boxes_per_frame: int = 3,
-    multi_label: bool = False,
-    test_clips: int = 2,
-    seed: int = 0,
-) -> RandomClips:
-    """The ``random`` dataset kind (see the module docstring). ``split`` changes the seed, so
-    train and val differ; ``test_clips`` clips per video when ``training`` is False."""
+def random_clips(o: RandomOptions, *, split: str, training: bool) -> RandomClips:
+    """The ``random`` dataset kind (see the module docstring). ``split`` changes the seed of the
+    clips and labels, so train and val differ, not the class colours; ``test_clips`` clips per
+    video when ``training`` is False."""
+    for key in ("num_videos", "num_classes", "frames", "size", "test_clips"):
+        if getattr(o, key) < 1:
+            raise ConfigError(f"data.{key} must be >= 1 for the random kind, got {getattr(o, key)}")
+    if o.boxes_per_frame < 0:
+        raise ConfigError(f"data.boxes_per_frame must be >= 0, got {o.boxes_per_frame}")
     split_seed = {"train": 0, "val": 1, "test": 2}.get(split, 3)
     return RandomClips(
-        num_videos=num_videos,
-        num_classes=num_classes,
-        frames=frames,
-        size=size,
-        boxes_per_frame=boxes_per_frame,
-        multi_label=multi_label,
-        num_clips=1 if training else test_clips,
-        seed=seed * 10 + split_seed,
+        num_videos=o.num_videos,
+        num_classes=o.num_classes,
+        frames=o.frames,
+        size=o.size,
+        boxes_per_frame=o.boxes_per_frame,
+        multi_label=o.multi_label,
+        num_clips=1 if training else o.test_clips,
+        seed=o.seed * 10 + split_seed,
+        palette_seed=o.seed,
     )
-
-
-def dataset_builder(kind: str, source: str = "<config>"):
-    """The function that builds datasets of ``kind``: ``fn(*, split, training, **options)``.
-
-    Its keyword-only arguments (with annotations and defaults) are the accepted ``data.*`` keys.
-    """
-    if kind == "random":
-        return build_random_dataset
-    try:
-        import strg.data as data
-    except ImportError as e:  # pragma: no cover - the data package is part of strg
-        raise ConfigError(f"{source}: data.kind {kind!r}: the data package cannot be imported ({e})") from None
-    lookup = getattr(data, "dataset_builder", None)
-    if lookup is not None:
-        try:
-            return lookup(kind)
-        except (KeyError, ValueError) as e:
-            raise ConfigError(f"{source}: data.kind: {e}") from None
-    builders = getattr(data, "DATASETS", None) or getattr(data, "BUILDERS", None)
-    if isinstance(builders, dict):
-        if kind not in builders:
-            known = ", ".join(sorted([*builders, "random"]))
-            raise ConfigError(f"{source}: data.kind: unknown kind {kind!r} (known: {known})")
-        return builders[kind]
-    raise ConfigError(f"{source}: data.kind {kind!r}: strg.data exposes no dataset builders yet")
-
-
-def build_dataset(kind: str, *, split: str, training: bool, options: dict, source: str = "<config>"):
-    """Build one split with the validated ``data`` options (the engine's own keys removed)."""
-    return dataset_builder(kind, source)(split=split, training=training, **options)
