@@ -163,7 +163,8 @@ class RegionGraphHead(nn.Module):
         boxes, mask = boxes_to_feature_frames(boxes, mask, features.shape[2])  # (B, T', K, 4)
         if graphs is not None:
             graphs["boxes"], graphs["mask"] = boxes, mask
-        nodes = region_features(features, boxes, mask, spatial_scale=self.spatial_scale, impl=self.roi_impl)  # (B, T', K, d)
+        # (B, T', K, d)
+        nodes = region_features(features, boxes, mask, spatial_scale=self.spatial_scale, impl=self.roi_impl)
         if self.geometry is not None:  # box geometry (option): the map's extent in input pixels
             frame = (features.shape[3] / self.spatial_scale, features.shape[4] / self.spatial_scale)
             nodes = nodes + self.geometry(boxes, mask, frame).to(nodes.dtype)
