@@ -290,12 +290,14 @@ def _finished_run(run_dir: Path, cfg: dict) -> dict | None:
     if not (result.is_file() and saved.is_file()):
         return None
     try:
-        old, new = load_config(str(saved)), load_config(cfg)
+        old, new = load_config(str(saved)).to_dict(), load_config(cfg).to_dict()
     except ConfigError:
         return None
-    for c in (old, new):
-        c["train"].pop("progress", None)  # how the run showed its progress does not change it
-    same = json.dumps(old, sort_keys=True, default=list) == json.dumps(new, sort_keys=True, default=list)
+    new["train"].pop("progress", None)  # how the run showed its progress does not change it
+    # a key left unset here (None) was resolved by the engine when the run started (e.g. the
+    # backbone source's normalisation) and saved resolved: only the keys set here are compared
+    same = all(value is None or json.dumps(old[section].get(key), default=list) == json.dumps(value, default=list)
+               for section, values in new.items() for key, value in values.items())
     return json.loads(result.read_text(encoding="utf-8")) if same else None
 
 

@@ -106,6 +106,22 @@ def _backbone(depth: int, *, inflate_from, backbone_checkpoint, backbone_source,
     return backbone
 
 
+def _graph_head(name: str, graphs: tuple[str, ...] | None, dim: int, *, spatial_scale: float, gcn_layers: int,
+                sim_per_layer: bool, roi_impl: str, box_geometry: bool,
+                compile_graph_head: bool) -> RegionGraphHead | None:
+    """The region graph head of a variant (None for the I3D baseline); see :func:`build_model`."""
+    if graphs is None:
+        if box_geometry:
+            raise ValueError(f"box_geometry needs a region variant; {name!r} has no region nodes")
+        return None
+    head = RegionGraphHead(dim, spatial_scale=spatial_scale, graphs=graphs, num_layers=gcn_layers,
+                           sim_per_layer=sim_per_layer, roi_impl=roi_impl,
+                           geometry=BoxGeometryEmbedding(dim) if box_geometry else None)
+    if compile_graph_head:
+        head.compile()
+    return head
+
+
 def build_model(
     name: str,
     *,
@@ -179,18 +195,9 @@ def build_model(
         temporal_strides=tuple(temporal_strides) if temporal_strides is not None else None,
         frozen_bn=frozen_bn, in_channels=in_channels,
     )
-    graphs = HEADS[head]
-    graph_head = None
-    if graphs is not None:
-        graph_head = RegionGraphHead(
-            dim, spatial_scale=1.0 / backbone.spatial_stride, graphs=graphs, num_layers=gcn_layers,
-            sim_per_layer=sim_per_layer, roi_impl=roi_impl,
-            geometry=BoxGeometryEmbedding(dim) if box_geometry else None,
-        )
-        if compile_graph_head:
-            graph_head.compile()
-    elif box_geometry:
-        raise ValueError(f"box_geometry needs a region variant; {name!r} has no region nodes")
+    graph_head = _graph_head(name, HEADS[head], dim, spatial_scale=1.0 / backbone.spatial_stride, gcn_layers=gcn_layers,
+                             sim_per_layer=sim_per_layer, roi_impl=roi_impl, box_geometry=box_geometry,
+                             compile_graph_head=compile_graph_head)
     model = STRG(backbone, num_classes=num_classes, graph_head=graph_head, dim=dim, dropout=dropout)
     model.variant = name
     return model
