@@ -2,6 +2,7 @@
 
     python benchmarks/demo_oracle.py strg-demo/data/something-s0-n3000-f16-64px
     python benchmarks/demo_oracle.py DATA --nodes proposals --iters 1500
+    python benchmarks/demo_oracle.py DATA --nodes proposals --features model --heads proposal_avgpool,joint_gcn
 
 A diagnostic of the synthetic benchmark (``strg synth``), not of speed: it takes the model's own
 graph head (:class:`strg.models.gcn.RegionGraphHead`, ``forward_nodes``: the GCN branches and
@@ -14,9 +15,11 @@ MLP, no appearance and no backbone:
   missed objects, false positives, no identity).
 
 Each of Proposal + AvgPool, ST-GCN, Sim-GCN and Joint GCN trains the same way (Adam, lr 1e-3,
-cosine schedule, batch 64) and is evaluated on the validation videos. If the graph variants beat
-the average pool here, the graph code can learn the relations that define the classes, and what
-the full model lacks are node features that carry them. Prints a table and one JSON line.
+cosine schedule, batch 64) and is evaluated on the validation videos. ``--features model`` gives
+the nodes the 16 numbers of the model's box-geometry option instead (strg/models/geometry.py:
+corners, size, and the box delta to the matched box in the next and the previous frame; no time).
+If the graph variants beat the average pool here, the graph code can learn the relations that
+define the classes, and what the full model lacks are node features that carry them. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch.nn as nn
 from strg.data.datasets import read_something_v2
 from strg.data.something_else import parse_video_entry
 from strg.models.gcn import RegionGraphHead
+from strg.models.geometry import GEOMETRY_FEATURES, box_geometry
 
 HEADS = (("proposal_avgpool", ()), ("st_gcn", ("st",)), ("sim_gcn", ("sim",)), ("joint_gcn", ("sim", "st")))
 
@@ -84,9 +88,9 @@ def geometry(boxes: torch.Tensor, mask: torch.Tensor, size: float) -> torch.Tens
 class GeometryNet(nn.Module):
     """Node geometry -> MLP -> the model's graph head (``forward_nodes``) -> linear classifier."""
 
-    def __init__(self, graphs: tuple[str, ...], num_classes: int, dim: int = 64, layers: int = 3):
+    def __init__(self, graphs: tuple[str, ...], num_classes: int, dim: int = 64, layers: int = 3, inputs: int = 7):
         super().__init__()
-        self.embed = nn.Sequential(nn.Linear(7, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.embed = nn.Sequential(nn.Linear(inputs, dim), nn.ReLU(), nn.Linear(dim, dim))
         self.head = RegionGraphHead(dim, graphs=graphs, num_layers=layers)
         self.classifier = nn.Linear(dim, num_classes)
 
@@ -94,11 +98,16 @@ class GeometryNet(nn.Module):
         return self.classifier(self.head.forward_nodes(self.embed(x) * mask[..., None], boxes, mask))
 
 
-def train_and_eval(data: dict, graphs: tuple[str, ...], *, iters: int, seed: int, batch: int = 64) -> dict:
+def train_and_eval(data: dict, graphs: tuple[str, ...], *, iters: int, seed: int, batch: int = 64,
+                   features: str = "corners") -> dict:
     torch.manual_seed(seed)
     (bt, mt, yt), (bv, mv, yv) = data["train"], data["val"]
-    xt, xv = geometry(bt, mt, data["size"]), geometry(bv, mv, data["size"])
-    net = GeometryNet(graphs, data["num_classes"])
+    if features == "model":  # the model's box-geometry numbers (strg/models/geometry.py)
+        size = (data["size"], data["size"])
+        xt, xv = box_geometry(bt, mt, size), box_geometry(bv, mv, size)
+    else:
+        xt, xv = geometry(bt, mt, data["size"]), geometry(bv, mv, data["size"])
+    net = GeometryNet(graphs, data["num_classes"], inputs=xt.shape[-1])
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
     gen = torch.Generator().manual_seed(seed)
@@ -126,16 +135,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-boxes", type=int, default=8, help="nodes per frame kept (the demo: 8)")
     parser.add_argument("--iters", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--features", choices=["corners", "model"], default="corners",
+                        help=f"corners, size and time (7), or the model's box geometry ({GEOMETRY_FEATURES})")
+    parser.add_argument("--heads", default=",".join(name for name, _ in HEADS), help="comma-separated heads to train")
     args = parser.parse_args(argv)
     data = load_nodes(args.data, args.nodes, args.max_boxes)
     print(f"geometry-only nodes ({args.nodes}), {len(data['train'][2])} training / {len(data['val'][2])} validation "
           f"videos, {args.iters} iterations, seed {args.seed}, {torch.get_num_threads()} threads")
     results = {}
     for name, graphs in HEADS:
-        results[name] = train_and_eval(data, graphs, iters=args.iters, seed=args.seed)
+        if name not in args.heads.split(","):
+            continue
+        results[name] = train_and_eval(data, graphs, iters=args.iters, seed=args.seed, features=args.features)
         print(f"  {name:18s} top-1 {results[name]['top1']:5.1f}  per class {results[name]['per_class']}  "
               f"({results[name]['seconds']} s)", flush=True)
-    print(json.dumps({"bench": "demo_oracle", "nodes": args.nodes, "iters": args.iters, "seed": args.seed,
+    print(json.dumps({"bench": "demo_oracle", "nodes": args.nodes, "features": args.features, "iters": args.iters,
+                      "seed": args.seed,
                       **{f"{k}_top1": v["top1"] for k, v in results.items()}}))
     return results
 

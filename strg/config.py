@@ -72,6 +72,7 @@ class ModelConfig:
     backbone_source: Optional[SourceName] = None  # None: read from backbone_checkpoint (strg without one)
     compile_graph_head: bool = False
     roi_impl: str = "auto"
+    box_geometry: bool = False  # region nodes also embed their box geometry (not in the paper; models/geometry.py)
 
     def build_kwargs(self, *, starting_weights: bool = True) -> dict:
         """The keyword arguments of build_model (all but ``name`` and ``num_classes``); without

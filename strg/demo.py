@@ -32,6 +32,15 @@ ROWS = (("i3d", "I3D (baseline)"), ("proposal_avgpool", "Proposal + AvgPool"), (
         ("sim_gcn", "Sim-GCN"), ("joint_gcn", "Joint GCN"))
 
 
+#: extra rows, not in the paper: a region variant whose nodes also embed their box geometry
+#: (``build_model(box_geometry=True)``, strg/models/geometry.py); row name ``<head>_geo``
+GEOMETRY_LABEL = " + box geometry"
+
+#: the margins the report gives with their paired standard errors: (row, minus row)
+MARGINS = (("joint_gcn", "i3d"), ("joint_gcn", "proposal_avgpool"), ("joint_gcn_geo", "joint_gcn"),
+           ("proposal_avgpool_geo", "proposal_avgpool"), ("joint_gcn_geo", "proposal_avgpool_geo"))
+
+
 @dataclass(frozen=True)
 class Preset:
     """Sizes and schedule of a demo run (every field ends up in the runs' configs)."""
@@ -50,6 +59,7 @@ class Preset:
     batch_size: int
     base_lr: float
     num_workers: int
+    geometry_heads: tuple[str, ...] = ("proposal_avgpool", "joint_gcn")  # the "+ box geometry" rows
 
 
 PRESETS = {
@@ -63,14 +73,22 @@ PRESETS = {
 }
 
 
+def table_rows(preset: Preset) -> list[tuple[str, str]]:
+    """(row name, label): the paper's Table 2a rows, then the "+ box geometry" rows."""
+    labels = dict(ROWS)
+    return list(ROWS) + [(f"{head}_geo", labels[head] + GEOMETRY_LABEL) for head in preset.geometry_heads]
+
+
 def run_config(preset: Preset, head: str, *, data_root: str, variant: str, seed: int, stage: str,
-               init: str | None, iterations: int, lr_scale: float = 1.0, cache_dir: str | None = None) -> dict:
+               init: str | None, iterations: int, lr_scale: float = 1.0, cache_dir: str | None = None,
+               geometry: bool = False) -> dict:
     """The config of one run: a plain config of the engine (docs/engine.md), small sizes.
 
     Stage ``graph`` on the single-label data trains on the cached output of the frozen I3D
-    (``train.cache_features``, saved in ``cache_dir`` and shared by the four graph runs): the same
+    (``train.cache_features``, saved in ``cache_dir`` and shared by the graph runs): the same
     training, 6.6-8.1x faster per iteration (docs/demo.md), so the heads get enough iterations in
-    the time budget. The Charades variant samples its clips at random times of longer videos, so it cannot cache.
+    the time budget. The Charades variant samples its clips at random times of longer videos, so it
+    cannot cache. ``geometry``: the region nodes embed their box geometry (``model.box_geometry``).
     """
     multi = variant == "charades"
     data = {
@@ -85,48 +103,55 @@ def run_config(preset: Preset, head: str, *, data_root: str, variant: str, seed:
         "max_boxes": preset.max_boxes,
         "flip": False,  # "left to right" classes: no flip without a label map (docs/formats.md)
     }
+    model = {"name": f"{head}_r50", "width": preset.width, "stage_blocks": list(preset.stage_blocks),
+             "dim": preset.dim, "gcn_layers": preset.gcn_layers,
+             # Trained from scratch, so BatchNorm must learn its statistics; the paper freezes
+             # it because it fine-tunes an ImageNet/Kinetics-initialised I3D (section 6.1).
+             "frozen_bn": False}
+    if geometry:
+        model["box_geometry"] = True
+    cached = stage == "graph" and not multi
     return {
-        "model": {"name": f"{head}_r50", "width": preset.width, "stage_blocks": list(preset.stage_blocks),
-                  "dim": preset.dim, "gcn_layers": preset.gcn_layers,
-                  # Trained from scratch, so BatchNorm must learn its statistics; the paper freezes
-                  # it because it fine-tunes an ImageNet/Kinetics-initialised I3D (section 6.1).
-                  "frozen_bn": False},
+        "model": model,
         "data": data,
         "train": {"stage": stage, "init": init, "iterations": iterations, "batch_size": preset.batch_size,
                   "batch_per_device": preset.batch_size, "base_lr": preset.base_lr * lr_scale,
                   "base_batch": preset.batch_size, "warmup_iters": max(1, iterations // 20),
                   "lr_decay_at": 0.75, "device": "cpu", "seed": seed, "checkpoint_period": 100000,
                   "keep_checkpoints": 1, "log_period": max(1, iterations // 20), "num_workers": preset.num_workers,
-                  "tensorboard": False, "cache_features": stage == "graph" and not multi,
-                  "cache_dir": cache_dir if stage == "graph" and not multi else None},
+                  "tensorboard": False, "cache_features": cached, "cache_dir": cache_dir if cached else None},
         "eval": {"split": "val", "combine": "max", "batch_per_device": 32, "num_workers": preset.num_workers},
     }
 
 
 def _plan(preset: Preset) -> list[dict]:
-    """The runs in order: (name, head, stage, init run, iterations).
+    """The runs in order: (name, head, stage, init run, iterations, geometry).
 
     Section 6.1: the I3D first (stage ``backbone``); each region variant from it with the I3D
-    frozen (stage ``graph``), then, when ``joint_iters`` > 0, end to end (stage ``joint``, lr x 0.1). So that every row's
+    frozen (stage ``graph``), then, when ``joint_iters`` > 0, end to end (stage ``joint``, lr x 0.1).
+    So that every row's
     backbone gets the same number of updates, the I3D row is fine-tuned for the same ``joint``
-    iterations with the same schedule (``i3d_joint``)."""
+    iterations with the same schedule (``i3d_joint``). The "+ box geometry" rows follow the same
+    schedule from the same I3D."""
     runs = [{"name": "i3d", "head": "i3d", "stage": "backbone", "init": None, "iters": preset.backbone_iters}]
     if preset.joint_iters:
         runs.append({"name": "i3d_joint", "head": "i3d", "stage": "joint", "init": "i3d", "iters": preset.joint_iters})
-    for head, _ in ROWS[1:]:
-        runs.append({"name": f"{head}_graph", "head": head, "stage": "graph", "init": "i3d",
-                     "iters": preset.graph_iters})
+    heads = [(head, False) for head, _ in ROWS[1:]] + [(head, True) for head in preset.geometry_heads]
+    for head, geometry in heads:
+        name = f"{head}_geo" if geometry else head
+        runs.append({"name": f"{name}_graph", "head": head, "stage": "graph", "init": "i3d",
+                     "iters": preset.graph_iters, "geometry": geometry})
         if preset.joint_iters:
-            runs.append({"name": head, "head": head, "stage": "joint", "init": f"{head}_graph",
-                         "iters": preset.joint_iters})
+            runs.append({"name": name, "head": head, "stage": "joint", "init": f"{name}_graph",
+                         "iters": preset.joint_iters, "geometry": geometry})
     return runs
 
 
-def _row_run(head: str, preset: Preset) -> str:
-    """The run whose metrics are the table's row for ``head``."""
-    if head == "i3d":
+def _row_run(row: str, preset: Preset) -> str:
+    """The run whose metrics are the table's row ``row`` (a head, or ``<head>_geo``)."""
+    if row == "i3d":
         return "i3d_joint" if preset.joint_iters else "i3d"
-    return head if preset.joint_iters else f"{head}_graph"
+    return row if preset.joint_iters else f"{row}_graph"
 
 
 def _rate_key(run: dict) -> tuple[str, bool]:
@@ -153,31 +178,44 @@ def _fmt_time(s: float) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
-def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, seed: int = 0,
-             variant: str = "something", data_dir: str | os.PathLike | None = None,
-             progress: bool = True, overrides: dict | None = None) -> dict:
-    """Generate data if needed, train and evaluate the five Table 2a variants, write the report.
-
-    Args:
-        out_dir: report folder (``report.md``, ``results.json``, ``curves.png``, ``runs/<name>/``).
-            Runs already in it are redone (the folder of each run is replaced).
-        quick: the small preset (CI smoke test, about 20 s on 2 quiet cores).
-        data_dir: where the synthetic data goes (default ``<out_dir>/data``); reused when it
-            holds the same settings.
-        overrides: Preset fields to change (e.g. ``{"backbone_iters": 1000}``).
-
-    Returns:
-        ``{"rows": [{"name", "label", "top1", "top5" | "mAP", ...}], "seconds", ...}``.
-    """
-    from strg.engine import train
-    from strg.synth import generate_dataset
-
+def _resolve_preset(quick: bool, overrides: dict | None) -> Preset:
     preset = PRESETS["quick" if quick else "default"]
     if overrides:
         unknown = set(overrides) - set(Preset.__dataclass_fields__)
         if unknown:
-            raise ConfigError(f"demo: unknown preset keys {sorted(unknown)}; known: {sorted(Preset.__dataclass_fields__)}")
+            raise ConfigError(f"demo: unknown preset keys {sorted(unknown)}; "
+                              f"known: {sorted(Preset.__dataclass_fields__)}")
         preset = replace(preset, **overrides)
+    known = {head for head, _ in ROWS[1:]}
+    if not set(preset.geometry_heads) <= known:
+        raise ConfigError(f"demo: geometry_heads must be region rows ({sorted(known)}), "
+                          f"got {list(preset.geometry_heads)}")
+    return preset
+
+
+def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, seed: int = 0,
+             variant: str = "something", data_dir: str | os.PathLike | None = None,
+             progress: bool = True, overrides: dict | None = None, reuse: bool = False) -> dict:
+    """Generate data if needed, train and evaluate the Table 2a variants (and the "+ box
+    geometry" rows), write the report.
+
+    Args:
+        out_dir: report folder (``report.md``, ``results.json``, ``curves.png``, ``runs/<name>/``).
+            Runs already in it are redone (the folder of each run is replaced), unless ``reuse``.
+        quick: the small preset (CI smoke test, about 20 s on 2 quiet cores).
+        data_dir: where the synthetic data goes (default ``<out_dir>/data``); reused when it
+            holds the same settings.
+        overrides: Preset fields to change (e.g. ``{"backbone_iters": 1000}``).
+        reuse: keep a run whose folder holds a finished run of the same config (its config.yaml,
+            final checkpoint and evaluation), e.g. to add rows to a report without training the
+            I3D again; its seconds are those it took then.
+
+    Returns:
+        ``{"rows": [{"name", "label", "top1", "top5" | "mAP", ...}], "margins", "seconds", ...}``.
+    """
+    from strg.synth import generate_dataset
+
+    preset = _resolve_preset(quick, overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -194,14 +232,38 @@ def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, s
         f"{len(manifest['classes'])} classes ({_fmt_time(t_data)})")
 
     plan = _plan(preset)
-    cache_dir = out / "runs" / "i3d" / "feature_cache"  # the frozen I3D's output, for the graph runs
+    results = _run_plan(plan, preset, data_root=data_root, runs_dir=out / "runs", variant=variant, seed=seed,
+                        t_start=t_start, reuse=reuse, progress=progress, say=say)
+    report = _make_report(plan, preset, results, runs_dir=out / "runs", data_root=data_root, variant=variant, seed=seed)
+    report.update({"data_seconds": round(t_data, 1), "seconds": round(time.time() - t_start, 1)})
+    _write_outputs(out, report, plan)
+    say("\n" + format_table(report["rows"], variant == "charades"))
+    say(f"\nreport: {out / 'report.md'} (total {_fmt_time(report['seconds'])})")
+    return report
+
+
+def _run_plan(plan: list[dict], preset: Preset, *, data_root: Path, runs_dir: Path, variant: str, seed: int,
+              t_start: float, reuse: bool, progress: bool, say) -> dict:
+    """Train and evaluate every run of the plan in order; returns ``{run name: final metrics}``."""
+    from strg.engine import train
+
+    cache_dir = runs_dir / "i3d" / "feature_cache"  # the frozen I3D's output, for the graph runs
     for run in plan:
         run["cached"] = run["stage"] == "graph" and variant != "charades"
     rate: dict[tuple[str, bool], float] = {}  # measured seconds per iteration of each stage, I3D or not
     results = {}
-    runs_dir = out / "runs"
     for k, run in enumerate(plan):
         run_dir = runs_dir / run["name"]
+        cfg = run_config(preset, run["head"], data_root=str(data_root), variant=variant, seed=seed,
+                         stage=run["stage"], init=str(runs_dir / run["init"]) if run["init"] else None,
+                         iterations=run["iters"], lr_scale=0.1 if run["stage"] == "joint" else 1.0,
+                         cache_dir=str(cache_dir), geometry=run.get("geometry", False))
+        cfg["train"]["progress"] = progress
+        kept = _finished_run(run_dir, cfg) if reuse else None
+        if kept is not None:
+            say(f"\n[{k + 1}/{len(plan)}] {run['name']}: kept from {run_dir} (same config, finished)")
+            results[run["name"]] = {**kept, "stage": run["stage"], "reused": True}
+            continue
         if run_dir.exists():
             shutil.rmtree(run_dir)
         left = ""
@@ -209,39 +271,122 @@ def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, s
             left = f", about {_fmt_time(sum(r['iters'] * _guess_rate(rate, r) for r in plan[k:]))} left"
         say(f"\n[{k + 1}/{len(plan)}] {run['name']}: stage {run['stage']}, {run['iters']} iterations"
             f"{' from ' + run['init'] if run['init'] else ''} (elapsed {_fmt_time(time.time() - t_start)}{left})")
-        cfg = run_config(preset, run["head"], data_root=str(data_root), variant=variant, seed=seed,
-                         stage=run["stage"], init=str(runs_dir / run["init"]) if run["init"] else None,
-                         iterations=run["iters"], lr_scale=0.1 if run["stage"] == "joint" else 1.0,
-                         cache_dir=str(cache_dir))
-        cfg["train"]["progress"] = progress
         t0 = time.time()
         final = train(cfg, run_dir=run_dir)
         rate[_rate_key(run)] = (time.time() - t0) / max(1, run["iters"])
         results[run["name"]] = {**{k2: v for k2, v in final.items() if k2 not in ("checkpoint", "run_dir")},
                                 "seconds": round(time.time() - t0, 1), "stage": run["stage"]}
-
+        _write(run_dir / "demo_result.json", json.dumps(results[run["name"]]) + "\n")
     shutil.rmtree(cache_dir, ignore_errors=True)  # hundreds of MB, only needed by the graph runs
+    return results
+
+
+def _finished_run(run_dir: Path, cfg: dict) -> dict | None:
+    """The result of a finished run of the same config in ``run_dir`` (``demo_result.json``,
+    written when it finished, and its config.yaml), else None."""
+    from strg.config import load_config
+
+    result, saved = run_dir / "demo_result.json", run_dir / "config.yaml"
+    if not (result.is_file() and saved.is_file()):
+        return None
+    try:
+        old, new = load_config(str(saved)).to_dict(), load_config(cfg).to_dict()
+    except ConfigError:
+        return None
+    new["train"].pop("progress", None)  # how the run showed its progress does not change it
+    # a key left unset here (None) was resolved by the engine when the run started (e.g. the
+    # backbone source's normalisation) and saved resolved: only the keys set here are compared
+    same = all(value is None or json.dumps(old[section].get(key), default=list) == json.dumps(value, default=list)
+               for section, values in new.items() for key, value in values.items())
+    return json.loads(result.read_text(encoding="utf-8")) if same else None
+
+
+def _make_report(plan: list[dict], preset: Preset, results: dict, *, runs_dir: Path, data_root: Path, variant: str,
+                 seed: int) -> dict:
+    """The table rows, per-class accuracies and paired margins of one seed."""
     multi = variant == "charades"
     rows = []
-    for head, label in ROWS:
-        name = _row_run(head, preset)
-        r = results[name]
-        row = {"name": head, "label": label, "run": name}
+    for name, label in table_rows(preset):
+        run = _row_run(name, preset)
+        r = results[run]
+        row = {"name": name, "label": label, "run": run}
         row.update({"mAP": r["mAP"], "wAP": r["wAP"]} if multi else {"top1": r["top1"], "top5": r["top5"]})
         rows.append(row)
-    per_class = None if multi else per_class_accuracy(rows, runs_dir, str(data_root))
-    report = {"rows": rows, "runs": results, "per_class": per_class, "preset": asdict(preset), "variant": variant, "seed": seed,
-              "data": str(data_root), "data_seconds": round(t_data, 1),
-              "seconds": round(time.time() - t_start, 1)}
-    table = format_table(rows, multi)
+    per_class, margins = None, None
+    if not multi:
+        hits, labels, classes = video_hits(rows, runs_dir, str(data_root))
+        per_class = per_class_accuracy(hits, labels, classes)
+        margins = paired_margins(hits)
+    return {"rows": rows, "runs": results, "per_class": per_class, "margins": margins, "preset": asdict(preset),
+            "variant": variant, "seed": seed, "data": str(data_root)}
+
+
+def _write_outputs(out: Path, report: dict, plan: list[dict]) -> None:
+    multi = report["variant"] == "charades"
     _write(out / "results.json", json.dumps(report, indent=1) + "\n")
-    plot_curves(plan, runs_dir, out / "curves.png", multi)
-    if per_class is not None:
-        plot_per_class(per_class, rows, out / "per_class.png")
-    _write(out / "report.md", _report_md(report, table))
-    say("\n" + table)
-    say(f"\nreport: {out / 'report.md'} (total {_fmt_time(report['seconds'])})")
-    return report
+    plot_curves(plan, out / "runs", out / "curves.png", multi)
+    if report["per_class"] is not None:
+        plot_per_class(report["per_class"], report["rows"], out / "per_class.png")
+    _write(out / "report.md", _report_md(report, format_table(report["rows"], multi)))
+
+
+def run_demos(out_dir: str | os.PathLike, seeds: list[int], **kwargs) -> dict:
+    """:func:`run_demo` for each seed (in ``<out_dir>/seed-<s>``), then ``<out_dir>/summary.md``
+    and ``summary.json``: each row's top-1 averaged over the seeds, the margins averaged with their
+    standard errors (:func:`combine_margins`), and the per-class accuracies averaged."""
+    out = Path(out_dir)
+    reports = [run_demo(out / f"seed-{seed}", seed=seed, **kwargs) for seed in seeds]
+    summary = summarize(reports)
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    _write(out / "summary.md", _summary_md(summary))
+    if summary["per_class"] is not None:
+        plot_per_class(summary["per_class"], summary["rows"], out / "per_class.png")
+    if kwargs.get("progress", True):
+        print("\n" + _summary_md(summary))
+    return summary
+
+
+def summarize(reports: list[dict]) -> dict:
+    """Rows, margins and per-class accuracies averaged over single-label demo reports (seeds)."""
+    multi = reports[0]["variant"] == "charades"
+    keys = ("mAP", "wAP") if multi else ("top1", "top5")
+    rows = []
+    for r0 in reports[0]["rows"]:
+        same = [row for rep in reports for row in rep["rows"] if row["name"] == r0["name"]]
+        rows.append({"name": r0["name"], "label": r0["label"], **{k: sum(r[k] for r in same) / len(same) for k in keys},
+                     "per_seed": [r[keys[0]] for r in same]})
+    per_class = None
+    if not multi:
+        first = reports[0]["per_class"]
+        per_class = {"classes": first["classes"], "videos": [sum(rep["per_class"]["videos"][c] for rep in reports)
+                                                             for c in range(len(first["classes"]))]}
+        for row in rows:
+            values = [[rep["per_class"][row["name"]][c] for rep in reports] for c in range(len(first["classes"]))]
+            per_class[row["name"]] = [None if None in v else round(sum(v) / len(v), 1) for v in values]
+    return {"seeds": [rep["seed"] for rep in reports], "variant": reports[0]["variant"], "rows": rows,
+            "margins": combine_margins([rep["margins"] for rep in reports]) if not multi else None,
+            "per_class": per_class, "preset": reports[0]["preset"],
+            # the runs' own training and evaluation time (a reused run counts the time it took then)
+            "seconds": [round(sum(r["seconds"] for r in rep["runs"].values()), 1) for rep in reports]}
+
+
+def _summary_md(summary: dict) -> str:
+    multi = summary["variant"] == "charades"
+    key = "mAP" if multi else "top1"
+    lines = [f"| model | {'mAP' if multi else 'top-1'} (mean) | per seed |", "| --- | ---: | --- |"]
+    lines += [f"| {r['label']} | {100 * r[key]:.1f} | " + ", ".join(f"{100 * v:.1f}" for v in r["per_seed"]) + " |"
+              for r in summary["rows"]]
+    text = (f"# strg demo, seeds {', '.join(map(str, summary['seeds']))}\n\n" + "\n".join(lines) + "\n\n")
+    if summary["margins"]:
+        text += ("## Margins (top-1 points; mean over the seeds, standard error from the paired errors of each seed)"
+                 f"\n\n{format_margins(summary['margins'], {r['name']: r['label'] for r in summary['rows']})}\n\n")
+    if summary["per_class"]:
+        text += (f"## Per class (validation top-1, %, mean over the seeds)\n\n"
+                 f"{format_per_class(summary['per_class'], summary['rows'])}\n\n"
+                 "![per-class accuracy](per_class.png)\n\n")
+    return text + "Each seed's report: `seed-<s>/report.md`. Time of the runs (training and evaluation) per seed: " + \
+        ", ".join(_fmt_time(t) for t in summary["seconds"]) + ".\n"
 
 
 def format_table(rows: list[dict], multi_label: bool) -> str:
@@ -255,32 +400,93 @@ def format_table(rows: list[dict], multi_label: bool) -> str:
     return "\n".join(lines)
 
 
-def per_class_accuracy(rows: list[dict], runs_dir: Path, data_root: str) -> dict:
-    """Top-1 accuracy per class of each row's run, from its ``predictions_val.txt``.
+def video_hits(rows: list[dict], runs_dir: Path, data_root: str) -> tuple[dict, list[int], list[str]]:
+    """Whether each row's run got each validation video right, from its ``predictions_val.txt``.
+
+    Returns ``({row name: [0/1 per video]}, [label per video], [class names])``, videos in the
+    order of the validation list; a video missing from the predictions (it could not be read)
+    counts as wrong, as in top-1.
+    """
+    from strg.data import build_dataset
+    from strg.metrics import read_submission
+
+    val = build_dataset("something_v2", split="val", training=False, root=data_root)
+    hits = {}
+    for row in rows:
+        ids, scores = read_submission(runs_dir / row["run"] / "predictions_val.txt")
+        predicted = dict(zip(ids, scores.argmax(1).tolist()))
+        hits[row["name"]] = [int(predicted.get(rec.video_id, -1) == rec.label) for rec in val.videos]
+    return hits, [rec.label for rec in val.videos], list(val.classes)
+
+
+def per_class_accuracy(hits: dict, labels: list[int], classes: list[str]) -> dict:
+    """Top-1 accuracy per class of each row, from :func:`video_hits`.
 
     Returns ``{"classes": [names], "videos": [count per class], "<row name>": [percent per class]}``.
     """
     import numpy as np
 
-    from strg.data import build_dataset
-    from strg.metrics import read_submission
-
-    val = build_dataset("something_v2", split="val", training=False, root=data_root)
-    labels = np.array([rec.label for rec in val.videos])
-    num = len(val.classes)
-    out: dict = {"classes": list(val.classes), "videos": np.bincount(labels, minlength=num).tolist()}
-    for row in rows:
-        ids, scores = read_submission(runs_dir / row["run"] / "predictions_val.txt")
-        predicted = dict(zip(ids, scores.argmax(1).tolist()))
-        # a video missing from the predictions (it could not be read) counts as wrong, as in top-1
-        hit = np.array([predicted.get(rec.video_id, -1) == rec.label for rec in val.videos])
-        out[row["name"]] = [round(100.0 * float(hit[labels == c].mean()), 1) if (labels == c).any() else None
-                            for c in range(num)]
+    labels_a = np.array(labels)
+    out: dict = {"classes": list(classes), "videos": np.bincount(labels_a, minlength=len(classes)).tolist()}
+    for name, hit in hits.items():
+        hit_a = np.array(hit, dtype=float)
+        out[name] = [round(100.0 * float(hit_a[labels_a == c].mean()), 1) if (labels_a == c).any() else None
+                     for c in range(len(classes))]
     return out
 
 
+def paired_margins(hits: dict) -> list[dict]:
+    """The margins of :data:`MARGINS` (in top-1 points) with their paired standard errors.
+
+    On the same validation videos, the margin of row a over row b is the mean of d_i = hit_a(i) -
+    hit_b(i) over the n videos, and its standard error is std(d) / sqrt(n) (sample std): the
+    paired form, smaller than the two rows' own errors combined when they err on the same videos.
+    It measures the spread over validation videos of one training run, not over training seeds.
+    """
+    import numpy as np
+
+    out = []
+    for a, b in MARGINS:
+        if a not in hits or b not in hits:
+            continue
+        d = np.array(hits[a], dtype=float) - np.array(hits[b], dtype=float)
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+        out.append({"row": a, "minus": b, "margin": round(100 * float(d.mean()), 2), "se": round(100 * se, 2),
+                    "videos": len(d)})
+    return out
+
+
+def combine_margins(per_seed: list[list[dict]]) -> list[dict]:
+    """The mean margin over seeds (each seed a list from :func:`paired_margins`), with the
+    standard error of that mean, sqrt(sum se_s^2) / S (independent seeds, each its own data)."""
+    import math
+
+    out = []
+    for first in per_seed[0]:
+        same = [m for seed in per_seed for m in seed if m["row"] == first["row"] and m["minus"] == first["minus"]]
+        if len(same) != len(per_seed):
+            continue
+        mean = sum(m["margin"] for m in same) / len(same)
+        se = math.sqrt(sum(m["se"] ** 2 for m in same)) / len(same)
+        out.append({"row": first["row"], "minus": first["minus"], "margin": round(mean, 2), "se": round(se, 2),
+                    "per_seed": [m["margin"] for m in same]})
+    return out
+
+
+def format_margins(margins: list[dict], labels: dict) -> str:
+    """A markdown table of paired margins (top-1 points +- paired standard error)."""
+    seeds = "per_seed" in margins[0] if margins else False
+    lines = ["| margin | top-1 points | paired s.e. |" + (" per seed |" if seeds else ""),
+             "| --- | ---: | ---: |" + (" --- |" if seeds else "")]
+    for m in margins:
+        extra = " " + ", ".join(f"{v:+.1f}" for v in m["per_seed"]) + " |" if seeds else ""
+        lines.append(f"| {labels.get(m['row'], m['row'])} - {labels.get(m['minus'], m['minus'])} | "
+                     f"{m['margin']:+.1f} | {m['se']:.1f} |{extra}")
+    return "\n".join(lines)
+
+
 def format_per_class(per_class: dict, rows: list[dict]) -> str:
-    """A markdown table: one line per class, one column per Table 2a row."""
+    """A markdown table: one line per class, one column per row of the table."""
     head = "| class | videos | " + " | ".join(r["label"] for r in rows) + " |"
     lines = [head, "| --- | ---: |" + " ---: |" * len(rows)]
     for c, name in enumerate(per_class["classes"]):
@@ -290,33 +496,36 @@ def format_per_class(per_class: dict, rows: list[dict]) -> str:
 
 
 def plot_per_class(per_class: dict, rows: list[dict], path: Path) -> None:
-    """Grouped horizontal bars: accuracy of each row on each class (PNG)."""
+    """A class x model grid (PNG): each cell coloured by and labelled with the row's top-1 on the
+    class (%), one column per row of the table."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     classes = per_class["classes"]
-    n, k = len(classes), len(rows)
-    fig, ax = plt.subplots(figsize=(8, 0.55 * n * max(1, k / 4) + 1))
-    height = 0.8 / k
-    for j, row in enumerate(rows):
-        values = [v if v is not None else 0.0 for v in per_class[row["name"]]]
-        ax.barh([i + (j - (k - 1) / 2) * height for i in range(n)], values, height=height, label=row["label"])
-    ax.set_yticks(range(n))
-    ax.set_yticklabels(classes, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("validation top-1 accuracy of the class (%)")
-    ax.set_xlim(0, 100)
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    grid = np.array([[np.nan if v is None else v for v in per_class[r["name"]]] for r in rows]).T  # (classes, rows)
+    fig, ax = plt.subplots(figsize=(1.1 * len(rows) + 3.5, 0.42 * len(classes) + 1.6))
+    ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                        color="black" if grid[i, j] > 60 else "white")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r["label"].replace(GEOMETRY_LABEL, "\n" + GEOMETRY_LABEL.strip()) for r in rows], fontsize=7)
+    ax.set_yticks(range(len(classes)))
+    ax.set_yticklabels([f"{c} ({n})" for c, n in zip(classes, per_class["videos"])], fontsize=7)
+    ax.set_title("validation top-1 per class (%); videos per class in brackets", fontsize=9)
     _save_figure(fig, path)
 
 
 def _report_md(report: dict, table: str) -> str:
     p = report["preset"]
-    score = (lambda r: f"{100 * r['mAP']:.1f}") if report["variant"] == "charades" else (lambda r: f"{100 * r['top1']:.1f}")
-    runs = "\n".join(f"| {n} | {r['stage']} | {r['iteration']} | {r['train_loss']:.3f} | {score(r)} | {r['seconds']} |"
+    metric = "mAP" if report["variant"] == "charades" else "top1"
+    runs = "\n".join(f"| {n} | {r['stage']} | {r['iteration']} | {r['train_loss']:.3f} | {100 * r[metric]:.1f} | "
+                     f"{r['seconds']}{' (kept)' if r.get('reused') else ''} |"
                      for n, r in report["runs"].items())
     return (f"# strg demo ({report['variant']}, seed {report['seed']})\n\n{table}\n\n"
             f"Validation videos of the synthetic data in `{report['data']}`; small I3D (width {p['width']}, "
@@ -326,8 +535,14 @@ def _report_md(report: dict, table: str) -> str:
             + (f", then train end to end (stage `joint`, {p['joint_iters']} iterations at 0.1x the learning rate); "
                f"the I3D row is the I3D fine-tuned for the same {p['joint_iters']} iterations, so that every "
                f"backbone gets the same number of updates" if p["joint_iters"] else "")
-            + ".\n\n"
-            f"| run | stage | iterations | train loss (last batch) | {'mAP' if report['variant'] == 'charades' else 'top-1'} | seconds |\n"
+            + f". Rows ending in \"{GEOMETRY_LABEL.strip()}\" are not in the paper: the same variant whose region "
+            f"nodes also embed their box's position, size and motion (`model.box_geometry`, "
+            f"strg/models/geometry.py).\n\n"
+            + (f"## Margins (top-1 points, paired standard error over the validation videos)\n\n"
+               f"{format_margins(report['margins'], {r['name']: r['label'] for r in report['rows']})}\n\n"
+               if report.get("margins") else "")
+            + f"| run | stage | iterations | train loss (last batch) | {'top-1' if metric == 'top1' else metric} "
+            "| seconds |\n"
             f"| --- | --- | ---: | ---: | ---: | ---: |\n{runs}\n\n"
             f"![learning curves](curves.png)\n\n"
             + (f"## Per class (validation top-1, %)\n\n{format_per_class(report['per_class'], report['rows'])}\n\n"

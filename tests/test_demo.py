@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from strg.demo import PRESETS, ROWS, format_table, run_config
+from strg.demo import PRESETS, ROWS, format_table, run_config, table_rows
 
 
 def test_quick_demo_produces_the_table(tmp_path, capsys):
@@ -17,14 +17,29 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--seed", "0"]) == 0
     out = capsys.readouterr().out
     table = out[out.index("| model | top-1 | top-5 |"):]
-    for _, label in ROWS:  # one row per Table 2a variant, with two percentages each
+    for _, label in table_rows(PRESETS["quick"]):  # Table 2a's rows, then "+ box geometry", two percentages each
         line = next(row for row in table.splitlines() if row.startswith(f"| {label} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert all(0.0 <= float(c) <= 100.0 for c in cells[1:])
-    assert "[9/10] joint_gcn_graph" in out and "[10/10] joint_gcn" in out  # the progress display names each run
+    assert "[9/14] joint_gcn_graph" in out and "[10/14] joint_gcn" in out  # the progress display names each run
+    assert "[14/14] joint_gcn_geo" in out
 
     report = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert [r["name"] for r in report["rows"]] == [h for h, _ in ROWS]
+    assert [r["name"] for r in report["rows"]] == [h for h, _ in ROWS] + ["proposal_avgpool_geo", "joint_gcn_geo"]
+    labels = [r["label"] for r in report["rows"][-2:]]
+    assert labels == ["Proposal + AvgPool + box geometry", "Joint GCN + box geometry"]
+    # the geometry rows' runs are the same variants with model.box_geometry, from the same I3D
+    import yaml
+
+    geo_cfg = yaml.safe_load((tmp_path / "demo" / "runs" / "joint_gcn_geo_graph" / "config.yaml").read_text())
+    assert geo_cfg["model"]["box_geometry"] is True and geo_cfg["model"]["name"] == "joint_gcn_r50"
+    plain_cfg = yaml.safe_load((tmp_path / "demo" / "runs" / "joint_gcn" / "config.yaml").read_text())
+    assert not plain_cfg["model"].get("box_geometry", False)
+    # paired margins: the mean difference of the rows' top-1 on the same videos
+    top1 = {r["name"]: r["top1"] for r in report["rows"]}
+    for m in report["margins"]:
+        assert m["margin"] == pytest.approx(100 * (top1[m["row"]] - top1[m["minus"]]), abs=0.01)
+        assert m["se"] >= 0 and m["videos"] == report["runs"]["i3d"]["num_videos"]
     assert (tmp_path / "demo" / "curves.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "per_class.png").stat().st_size > 1000
     # per-class accuracies, weighted by the videos of each class, give back each row's top-1
@@ -34,7 +49,7 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
         weighted = sum(a * n for a, n in zip(per_class[row["name"]], per_class["videos"]) if a is not None)
         assert weighted / sum(per_class["videos"]) == pytest.approx(100 * row["top1"], abs=0.1)
     md = (tmp_path / "demo" / "report.md").read_text()
-    assert format_table(report["rows"], multi_label=False) in md
+    assert format_table(report["rows"], multi_label=False) in md and "## Margins" in md
     for run in ("i3d", "i3d_joint", "proposal_avgpool_graph", "proposal_avgpool", "joint_gcn_graph", "joint_gcn"):
         run_dir = tmp_path / "demo" / "runs" / run
         assert (run_dir / "config.yaml").exists() and (run_dir / "metrics.jsonl").exists()
@@ -45,15 +60,20 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
     assert "stage graph" in log and "runs/i3d" in log
     assert int(re.search(r"frozen (\d+) parameter tensors", log).group(1)) > 0
     assert int(re.search(r"frozen (\d+) parameter tensors", (runs / "st_gcn" / "log.txt").read_text()).group(1)) == 0
-    assert "stage joint" in (runs / "st_gcn" / "log.txt").read_text() and "runs/st_gcn_graph" in (runs / "st_gcn" / "log.txt").read_text()
-    assert report["rows"][0]["run"] == "i3d_joint" and report["rows"][-1]["run"] == "joint_gcn"
+    st_log = (runs / "st_gcn" / "log.txt").read_text()
+    assert "stage joint" in st_log and "runs/st_gcn_graph" in st_log
+    assert report["rows"][0]["run"] == "i3d_joint" and report["rows"][4]["run"] == "joint_gcn"
+    assert report["rows"][-1]["run"] == "joint_gcn_geo"
     # the graph runs train on the frozen I3D's output: computed by the first, loaded by the others,
     # deleted at the end
-    logs = [(runs / f"{h}_graph" / "log.txt").read_text() for h in ("proposal_avgpool", "st_gcn", "sim_gcn", "joint_gcn")]
+    logs = [(runs / f"{h}_graph" / "log.txt").read_text()
+            for h in ("proposal_avgpool", "st_gcn", "sim_gcn", "joint_gcn", "proposal_avgpool_geo", "joint_gcn_geo")]
     assert "training clips, (" in logs[0] and "saved to" in logs[0]
-    assert all("train.cache_features: the backbone's output of" in lg and "from " in lg.split("train.cache_features")[1] for lg in logs[1:])
+    assert all("train.cache_features: the backbone's output of" in lg and "from " in lg.split("train.cache_features")[1]
+               for lg in logs[1:])
     assert not (runs / "i3d" / "feature_cache").exists()
-    assert report["runs"]["i3d_joint"]["iteration"] == report["runs"]["joint_gcn"]["iteration"] == PRESETS["quick"].joint_iters
+    joint = PRESETS["quick"].joint_iters
+    assert report["runs"]["i3d_joint"]["iteration"] == report["runs"]["joint_gcn"]["iteration"] == joint
     # the data is cached: a second call reuses it (same manifest, no rendering)
     manifest = json.loads(next((tmp_path / "demo" / "data").glob("*/synth.json")).read_text())
     assert manifest["settings"]["num_videos"] == PRESETS["quick"].num_videos
@@ -63,12 +83,13 @@ def test_run_config_is_a_valid_engine_config(tmp_path):
     """Every demo config passes the engine's validation (no demo-only keys)."""
     from strg.config import load_config
 
-    for head, _ in ROWS:
+    for (head, _), geometry in [(row, False) for row in ROWS] + [(row, True) for row in ROWS[1:]]:
         cfg = run_config(PRESETS["default"], head, data_root=str(tmp_path), variant="something", seed=0,
                          stage="backbone" if head == "i3d" else "graph", init=None if head == "i3d" else "x",
-                         iterations=10)
+                         iterations=10, geometry=geometry)
         resolved = load_config(cfg, [])
         assert resolved.model.name == f"{head}_r50" and resolved.data.kind == "something_v2"
+        assert resolved.model.box_geometry is geometry
         assert resolved.train.stage == cfg["train"]["stage"]
 
 
@@ -89,6 +110,13 @@ def test_same_seed_same_table(tmp_path):
     b = run_demo(tmp_path / "b", quick=True, seed=5, data_dir=data, overrides=tiny, progress=False)
     assert a["rows"] == b["rows"]
     assert a["runs"]["i3d"]["train_loss"] == b["runs"]["i3d"]["train_loss"]
+    # --reuse keeps every finished run of the same config, and gives the same table
+    c = run_demo(tmp_path / "a", quick=True, seed=5, data_dir=data, overrides=tiny, progress=False, reuse=True)
+    assert c["rows"] == a["rows"] and all(r.get("reused") for r in c["runs"].values())
+    # another setting of a run: that run and those after it that depend on it are trained again
+    d = run_demo(tmp_path / "a", quick=True, seed=5, data_dir=data, overrides={**tiny, "graph_iters": 3},
+                 progress=False, reuse=True)
+    assert d["runs"]["i3d"].get("reused") and not d["runs"]["joint_gcn_graph"].get("reused")
 
 
 def test_plan_and_table_rows():
@@ -100,13 +128,17 @@ def test_plan_and_table_rows():
 
     preset = replace(PRESETS["default"], joint_iters=200)
     plan = {r["name"]: r for r in _plan(preset)}
-    assert len(plan) == 10 and plan["i3d"]["init"] is None
+    assert len(plan) == 14 and plan["i3d"]["init"] is None
+    assert plan["joint_gcn_geo"]["init"] == "joint_gcn_geo_graph" and plan["joint_gcn_geo_graph"]["geometry"]
     assert plan["i3d_joint"]["init"] == "i3d" and plan["i3d_joint"]["iters"] == preset.joint_iters
     assert plan["sim_gcn"]["init"] == "sim_gcn_graph" and plan["sim_gcn_graph"]["init"] == "i3d"
     assert [_row_run(h, preset) for h, _ in ROWS] == ["i3d_joint", "proposal_avgpool", "st_gcn", "sim_gcn", "joint_gcn"]
     no_joint = replace(preset, joint_iters=0)
-    assert [r["name"] for r in _plan(no_joint)] == ["i3d"] + [f"{h}_graph" for h, _ in ROWS[1:]]
-    assert [_row_run(h, no_joint) for h, _ in ROWS] == ["i3d"] + [f"{h}_graph" for h, _ in ROWS[1:]]
+    geo = ["proposal_avgpool_geo_graph", "joint_gcn_geo_graph"]
+    assert [r["name"] for r in _plan(no_joint)] == ["i3d"] + [f"{h}_graph" for h, _ in ROWS[1:]] + geo
+    rows = [_row_run(h, no_joint) for h, _ in table_rows(no_joint)]
+    assert rows == ["i3d"] + [f"{h}_graph" for h, _ in ROWS[1:]] + geo
+    assert len(_plan(replace(no_joint, geometry_heads=()))) == 5
 
 
 def test_per_class_accuracy_counts_missing_videos_as_wrong(tmp_path):
@@ -115,7 +147,7 @@ def test_per_class_accuracy_counts_missing_videos_as_wrong(tmp_path):
     import numpy as np
 
     from strg.data import build_dataset
-    from strg.demo import per_class_accuracy
+    from strg.demo import per_class_accuracy, video_hits
     from strg.metrics import write_submission
     from strg.synth import generate_dataset
 
@@ -128,10 +160,45 @@ def test_per_class_accuracy_counts_missing_videos_as_wrong(tmp_path):
     write_submission(tmp_path / "runs" / "a" / "predictions_val.txt", ids, perfect)
     write_submission(tmp_path / "runs" / "b" / "predictions_val.txt", ids[1:], perfect[1:])  # first missing
     rows = [{"name": "x", "run": "a"}, {"name": "y", "run": "b"}]
-    out = per_class_accuracy(rows, tmp_path / "runs", str(root))
+    out = per_class_accuracy(*video_hits(rows, tmp_path / "runs", str(root)))
     counts = np.bincount(labels, minlength=len(val.classes))
     assert out["videos"] == counts.tolist()
     assert out["x"] == [100.0 if n else None for n in counts]
     missed = labels[0]
     assert out["y"][missed] == round(100.0 * (counts[missed] - 1) / counts[missed], 1)
     assert all(out["y"][c] == out["x"][c] for c in range(len(counts)) if c != missed)
+
+
+def test_paired_margins_and_their_mean_over_seeds():
+    """Margins and paired standard errors against a hand computation."""
+    from strg.demo import combine_margins, paired_margins
+
+    hits = {"joint_gcn": [1, 1, 1, 0, 1], "i3d": [1, 0, 0, 0, 1]}  # d = 0, 1, 1, 0, 0
+    (m,) = paired_margins(hits)
+    # mean 0.4; sample std sqrt(((0.4)^2 * 3 + (0.6)^2 * 2) / 4) = sqrt(0.3); se = sqrt(0.3 / 5)
+    assert (m["row"], m["minus"], m["margin"], m["videos"]) == ("joint_gcn", "i3d", 40.0, 5)
+    assert m["se"] == pytest.approx(100 * (0.3 / 5) ** 0.5, abs=0.01)
+    (c,) = combine_margins([[{**m, "margin": 40.0, "se": 3.0}], [{**m, "margin": 20.0, "se": 4.0}]])
+    assert c["margin"] == 30.0 and c["se"] == 2.5 and c["per_seed"] == [40.0, 20.0]
+
+
+def test_summary_of_two_seeds(tmp_path):
+    """Rows and per-class accuracies averaged over seeds; the grid picture is written."""
+    from strg.demo import _summary_md, plot_per_class, summarize
+
+    def report(seed, a, b):
+        return {"seed": seed, "variant": "something", "seconds": 60.0, "preset": {}, "runs": {"i3d": {"seconds": 30.0}},
+                "rows": [{"name": "i3d", "label": "I3D", "top1": a, "top5": 1.0},
+                         {"name": "joint_gcn", "label": "Joint GCN", "top1": b, "top5": 1.0}],
+                "margins": [{"row": "joint_gcn", "minus": "i3d", "margin": 100 * (b - a), "se": 2.0, "videos": 10}],
+                "per_class": {"classes": ["x", "y"], "videos": [5, 5], "i3d": [100 * a, 100 * a],
+                              "joint_gcn": [100 * b, None]}}
+
+    s = summarize([report(0, 0.5, 0.6), report(1, 0.7, 0.9)])
+    assert [r["top1"] for r in s["rows"]] == [pytest.approx(0.6), pytest.approx(0.75)]
+    assert s["margins"][0]["margin"] == pytest.approx(15.0)
+    assert s["margins"][0]["per_seed"] == [pytest.approx(10.0), pytest.approx(20.0)]
+    assert s["per_class"]["i3d"] == [60.0, 60.0] and s["per_class"]["joint_gcn"] == [75.0, None]
+    assert "| Joint GCN - I3D | +15.0 | 1.4 | +10.0, +20.0 |" in _summary_md(s)
+    plot_per_class(s["per_class"], s["rows"], tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 1000

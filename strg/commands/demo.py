@@ -1,4 +1,5 @@
-"""``strg demo``: synthetic data -> I3D and the four region variants of Table 2a -> a report."""
+"""``strg demo``: synthetic data -> I3D, the four region variants of Table 2a and the "+ box geometry"
+rows -> a report (several seeds: one per seed and their summary)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ from strg.threads import add_threads_argument, apply_thread_policy
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small preset, about 20 s on 2 CPU cores (CI smoke test)")
     parser.add_argument("--out", default="strg-demo", help="report folder (default ./strg-demo)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="data and training seed; the same seed and the same --threads give the same table "
-                             "(the number of threads changes the floating-point sums)")
+    parser.add_argument("--seed", type=int, action="append", default=None,
+                        help="data and training seed (default 0); the same seed and the same --threads give the same "
+                             "table (the number of threads changes the floating-point sums). Repeat it (--seed 0 "
+                             "--seed 1) for one report per seed in OUT/seed-S and their summary in OUT/summary.md")
     parser.add_argument("--variant", choices=("something", "charades"), default="something",
-                        help="single-label Something-Something format (top-1/top-5) or multi-label Charades format (mAP)")
-    parser.add_argument("--data-dir", default=None, help="synthetic data folder (default OUT/data/...; reused when the settings match)")
+                        help="single-label Something-Something format (top-1/top-5) or multi-label Charades "
+                             "format (mAP)")
+    parser.add_argument("--data-dir", default=None,
+                        help="synthetic data folder (default OUT/data/...; reused when the settings match)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the runs of OUT that finished with the same config (e.g. the I3D), train the others")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a preset value, e.g. --set backbone_iters=1000 (see strg/demo.py PRESETS)")
     add_threads_argument(parser)
@@ -25,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from strg.demo import PRESETS, run_demo
+    from strg.demo import PRESETS, run_demo, run_demos
     from strg.errors import ConfigError
 
     overrides = {}
@@ -38,6 +44,12 @@ def run(args: argparse.Namespace) -> int:
     workers = overrides.get("num_workers", PRESETS["quick" if args.quick else "default"].num_workers)
     apply_thread_policy(args.threads, workers=workers if isinstance(workers, int) else 0,
                         say=lambda text: print(f"strg demo: {text}", file=sys.stderr))
-    run_demo(args.out, quick=args.quick, seed=args.seed, variant=args.variant, data_dir=args.data_dir,
-             overrides=overrides)
+    seeds = args.seed or [0]
+    kwargs = {"quick": args.quick, "variant": args.variant, "overrides": overrides, "reuse": args.reuse}
+    if len(seeds) > 1:
+        if args.data_dir is not None:
+            raise ConfigError("demo: --data-dir takes one seed's data; with several --seed each makes its own")
+        run_demos(args.out, seeds, **kwargs)
+    else:
+        run_demo(args.out, seed=seeds[0], data_dir=args.data_dir, **kwargs)
     return 0

@@ -258,7 +258,7 @@ class Run:
 # the model settings that do not shape the backbone's output: left out of the feature cache's key,
 # so that every graph head on the same I3D shares one cache
 _HEAD_SETTINGS = {"name", "num_classes", "dim", "gcn_layers", "sim_per_layer", "dropout", "compile_graph_head",
-                  "roi_impl"}
+                  "roi_impl", "box_geometry"}
 
 
 def _training_data(cfg: RunConfig, bare, data: RunData, info, amp: str, log: RunLog):

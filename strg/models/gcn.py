@@ -121,6 +121,9 @@ class RegionGraphHead(nn.Module):
             for the Proposal + AvgPool row of Table 2a (region features averaged, no GCN).
         num_layers: L (3 in the paper).
         sim_per_layer: see the module docstring.
+        geometry: an optional module ``(boxes, mask, frame_size) -> Tensor[B, T', K, d]`` added to
+            the RoIAlign node features (:class:`strg.models.geometry.BoxGeometryEmbedding`, not in
+            the paper; None for the paper's rows).
 
     forward: features (Tensor[B, d, T', H, W]), boxes (Tensor[B, T, K, 4]) in input pixels for
     the T input frames or the T' feature frames, mask (Tensor[B, T, K] bool) -> Tensor[B, d], the
@@ -139,6 +142,7 @@ class RegionGraphHead(nn.Module):
         num_layers: int = 3,
         sim_per_layer: bool = False,
         roi_impl: str = "auto",
+        geometry: nn.Module | None = None,
     ):
         super().__init__()
         if roi_impl not in ("auto", "sparse", "matmul", "roi_align"):
@@ -151,6 +155,7 @@ class RegionGraphHead(nn.Module):
         self.graphs = tuple(graphs)
         self.sim = SimilarityGCN(dim, num_layers=num_layers, sim_per_layer=sim_per_layer) if "sim" in graphs else None
         self.st = SpatialTemporalGCN(dim, num_layers=num_layers) if "st" in graphs else None
+        self.geometry = geometry
 
     def forward(self, features: Tensor, boxes: Tensor, mask: Tensor, graphs: dict | None = None) -> Tensor:
         """``graphs``: when a dict, filled with the graphs this forward pass builds (see
@@ -158,7 +163,11 @@ class RegionGraphHead(nn.Module):
         boxes, mask = boxes_to_feature_frames(boxes, mask, features.shape[2])  # (B, T', K, 4)
         if graphs is not None:
             graphs["boxes"], graphs["mask"] = boxes, mask
-        nodes = region_features(features, boxes, mask, spatial_scale=self.spatial_scale, impl=self.roi_impl)  # (B, T', K, d)
+        # (B, T', K, d)
+        nodes = region_features(features, boxes, mask, spatial_scale=self.spatial_scale, impl=self.roi_impl)
+        if self.geometry is not None:  # box geometry (option): the map's extent in input pixels
+            frame = (features.shape[3] / self.spatial_scale, features.shape[4] / self.spatial_scale)
+            nodes = nodes + self.geometry(boxes, mask, frame).to(nodes.dtype)
         return self.forward_nodes(nodes, boxes, mask, graphs)
 
     @torch.no_grad()

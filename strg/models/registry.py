@@ -13,6 +13,7 @@ from typing import Sequence
 from strg.errors import ConfigError
 from strg.models.backbone import i3d_resnet
 from strg.models.gcn import RegionGraphHead
+from strg.models.geometry import BoxGeometryEmbedding
 from strg.models.strg import STRG
 from strg.models.weights import (
     inflate_resnet2d,
@@ -105,6 +106,22 @@ def _backbone(depth: int, *, inflate_from, backbone_checkpoint, backbone_source,
     return backbone
 
 
+def _graph_head(name: str, graphs: tuple[str, ...] | None, dim: int, *, spatial_scale: float, gcn_layers: int,
+                sim_per_layer: bool, roi_impl: str, box_geometry: bool,
+                compile_graph_head: bool) -> RegionGraphHead | None:
+    """The region graph head of a variant (None for the I3D baseline); see :func:`build_model`."""
+    if graphs is None:
+        if box_geometry:
+            raise ValueError(f"box_geometry needs a region variant; {name!r} has no region nodes")
+        return None
+    head = RegionGraphHead(dim, spatial_scale=spatial_scale, graphs=graphs, num_layers=gcn_layers,
+                           sim_per_layer=sim_per_layer, roi_impl=roi_impl,
+                           geometry=BoxGeometryEmbedding(dim) if box_geometry else None)
+    if compile_graph_head:
+        head.compile()
+    return head
+
+
 def build_model(
     name: str,
     *,
@@ -124,6 +141,7 @@ def build_model(
     backbone_source: SourceName | None = None,
     compile_graph_head: bool = False,
     roi_impl: str = "auto",
+    box_geometry: bool = False,
 ) -> STRG:
     """Build a variant by name (see the module docstring) with the paper's settings by default.
 
@@ -165,6 +183,10 @@ def build_model(
             product, fused max-pool), ``"matmul"`` (one batched dense matrix product) or
             ``"roi_align"`` (torchvision's kernel): the same values (tested), see
             :mod:`strg.models.region`.
+        box_geometry: add to every node's RoIAlign feature an embedding of its box's position,
+            size and displacement to the matched box in the neighbouring feature frames
+            (:mod:`strg.models.geometry`; not in the paper, whose rows use False). Region
+            variants only.
     """
     nonlocal_, head, depth = _checked_variant(name, locals())
     backbone = _backbone(
@@ -173,15 +195,9 @@ def build_model(
         temporal_strides=tuple(temporal_strides) if temporal_strides is not None else None,
         frozen_bn=frozen_bn, in_channels=in_channels,
     )
-    graphs = HEADS[head]
-    graph_head = None
-    if graphs is not None:
-        graph_head = RegionGraphHead(
-            dim, spatial_scale=1.0 / backbone.spatial_stride, graphs=graphs, num_layers=gcn_layers,
-            sim_per_layer=sim_per_layer, roi_impl=roi_impl,
-        )
-        if compile_graph_head:
-            graph_head.compile()
+    graph_head = _graph_head(name, HEADS[head], dim, spatial_scale=1.0 / backbone.spatial_stride, gcn_layers=gcn_layers,
+                             sim_per_layer=sim_per_layer, roi_impl=roi_impl, box_geometry=box_geometry,
+                             compile_graph_head=compile_graph_head)
     model = STRG(backbone, num_classes=num_classes, graph_head=graph_head, dim=dim, dropout=dropout)
     model.variant = name
     return model
