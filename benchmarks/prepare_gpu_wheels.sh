@@ -2,7 +2,7 @@
 # Wheels the GPU suite needs on a machine that cannot reach a package registry: PyAV (decoding, and
 # the FFmpeg libraries TorchCodec loads there, benchmarks/pyav_ffmpeg.py) and TorchCodec (CUDA
 # build, for torch >= 2.11), for its Python (PY, default 3.12). Run here, from the repo root, then
-# carry .whl/ (about 45 MB; ignored by git) with the suite:
+# copy .whl/ (about 45 MB; ignored by git) to the GPU machine with the repo and run the suite there:
 #   bash benchmarks/prepare_gpu_wheels.sh && OUT=results bash benchmarks/gpu_suite.sh   # (there)
 set -euo pipefail
 PY=${PY:-3.12}

@@ -32,12 +32,6 @@ FORMAT = "strg-checkpoint"
 _CKPT_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DistributedDataParallel (or the model itself)."""
-    is_ddp = hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel)
-    return model.module if is_ddp else model
-
-
 # --------------------------------------------------------------------------------------------------
 # RNG states (saved as tensors and plain Python so that weights_only loading accepts them)
 

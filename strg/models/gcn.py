@@ -158,8 +158,10 @@ class RegionGraphHead(nn.Module):
         self.geometry = geometry
 
     def forward(self, features: Tensor, boxes: Tensor, mask: Tensor, graphs: dict | None = None) -> Tensor:
-        """``graphs``: when a dict, filled with the graphs this forward pass builds (see
-        :meth:`build_graphs`), for inspection and figures."""
+        """``graphs``: when a dict, filled with the graphs this forward pass builds (``boxes`` and
+        ``mask`` of the feature frames, ``front`` / ``back`` and ``sim`` of the branches this head
+        has), for inspection and figures (paper Fig. 3, 4); ``STRG.forward(..., return_graphs=True)``
+        returns them."""
         boxes, mask = boxes_to_feature_frames(boxes, mask, features.shape[2])  # (B, T', K, 4)
         if graphs is not None:
             graphs["boxes"], graphs["mask"] = boxes, mask
@@ -169,23 +171,6 @@ class RegionGraphHead(nn.Module):
             frame = (features.shape[3] / self.spatial_scale, features.shape[4] / self.spatial_scale)
             nodes = nodes + self.geometry(boxes, mask, frame).to(nodes.dtype)
         return self.forward_nodes(nodes, boxes, mask, graphs)
-
-    @torch.no_grad()
-    def build_graphs(self, features: Tensor, boxes: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """The graphs this head builds for a batch, for inspection and figures (paper Fig. 3, 4).
-
-        Returns a dict with ``boxes`` (Tensor[B, T', K, 4]) and ``mask`` (Tensor[B, T', K]) of the
-        feature frames, ``front`` and ``back`` (Tensor[B, T'-1, K, K], :func:`frame_pair_graphs`)
-        and, with a similarity branch, ``sim`` (Tensor[B, T'*K, T'*K]): the first layer's G_sim
-        (the only one unless ``sim_per_layer``), nodes in frame-major order. They are the graphs of
-        this head's own forward pass (``forward(..., graphs=out)``); a head without a spatial-temporal
-        branch has no G_front / G_back of its own, so those come from the boxes alone.
-        """
-        out: dict[str, Tensor] = {}
-        self.forward(features, boxes, mask, graphs=out)
-        if "front" not in out:
-            out["front"], out["back"] = frame_pair_graphs(out["boxes"].float(), out["mask"])
-        return out
 
     def forward_nodes(self, nodes: Tensor, boxes: Tensor, mask: Tensor, graphs: dict | None = None) -> Tensor:
         """nodes (Tensor[B, T', K, d]), boxes (Tensor[B, T', K, 4]), mask -> Tensor[B, d].
