@@ -243,7 +243,7 @@ def collect_videos(inputs: list[str]) -> list:
     that does not exist is kept: it fails on its own, like a file that cannot be decoded, and the
     other videos go on.
     """
-    from strg.proposals.extract import VideoEntry, find_videos
+    from strg.proposals.extract import VideoEntry, check_unique_ids, find_videos
 
     paths: list[str] = []
     for raw in inputs:
@@ -260,12 +260,7 @@ def collect_videos(inputs: list[str]) -> list:
     entries = []
     for p in paths:
         entries += find_videos([p]) if Path(p).exists() else [VideoEntry(Path(p).stem, Path(p))]
-    seen: dict[str, Path] = {}
-    for e in entries:
-        if e.video_id in seen:
-            raise DataError(f"video id {e.video_id!r} is given twice: {seen[e.video_id]} and {e.path}")
-        seen[e.video_id] = e.path
-    return entries
+    return check_unique_ids(entries)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -79,14 +79,14 @@ class CharadesOptions(ClipOptions):
 
 
 @dataclass
-class SomethingV2Options(ClipOptions):
-    """Something-Something v2 (webm videos, 12 fps): files under ``root`` (docs/data.md)."""
+class _SomethingOptions(ClipOptions):
+    """What both Something-Something versions share: files under ``root``, every 2nd frame, 2 test
+    clips and 10 boxes per frame (section 6.1)."""
 
     root: str = "."
     annotation_file: Optional[str] = None
     labels_file: Optional[str] = None
     video_dir: Optional[str] = None
-    video_ext: str = ".webm"
     stride: float = 2.0
     stride_unit: str = "frames"
     test_clips: int = 2
@@ -94,18 +94,17 @@ class SomethingV2Options(ClipOptions):
 
 
 @dataclass
-class SomethingV1Options(ClipOptions):
+class SomethingV2Options(_SomethingOptions):
+    """Something-Something v2 (webm videos, 12 fps): files under ``root`` (docs/data.md)."""
+
+    video_ext: str = ".webm"
+
+
+@dataclass
+class SomethingV1Options(_SomethingOptions):
     """Something-Something v1 (JPEG frame folders at ``frames_fps``): files under ``root``."""
 
-    root: str = "."
-    annotation_file: Optional[str] = None
-    labels_file: Optional[str] = None
-    video_dir: Optional[str] = None
     frames_fps: float = 12.0
-    stride: float = 2.0
-    stride_unit: str = "frames"
-    test_clips: int = 2
-    max_boxes: int = 10
 
 
 @dataclass

@@ -119,32 +119,21 @@ SOURCES: dict[str, BackboneSource] = {
             nonlocal_variant=NonLocalVariant(pairwise="dot_product", pool="before", scale=False, out_bias=True),
             description="PySlowFast with NONLOCAL.INSTANTIATION: dot_product",
         ),
-        BackboneSource(
-            "mmaction2",
-            stem_pool="subsample",
-            nonlocal_variant=_mm("embedded_gaussian"),
-            mean=_MMACTION2[0],
-            std=_MMACTION2[1],
-            value_scale=_MMACTION2[2],
-            description="mmaction2 I3D R50 (its NL configs: embedded_gaussian)",
-        ),
-        BackboneSource(
-            "mmaction2_dot_product",
-            stem_pool="subsample",
-            nonlocal_variant=_mm("dot_product"),
-            mean=_MMACTION2[0],
-            std=_MMACTION2[1],
-            value_scale=_MMACTION2[2],
-            description="mmaction2 I3D NL, non_local_cfg mode='dot_product'",
-        ),
-        BackboneSource(
-            "mmaction2_gaussian",
-            stem_pool="subsample",
-            nonlocal_variant=_mm("gaussian"),
-            mean=_MMACTION2[0],
-            std=_MMACTION2[1],
-            value_scale=_MMACTION2[2],
-            description="mmaction2 I3D NL, non_local_cfg mode='gaussian'",
+        *(
+            BackboneSource(
+                name,
+                stem_pool="subsample",
+                nonlocal_variant=_mm(mode),
+                mean=_MMACTION2[0],
+                std=_MMACTION2[1],
+                value_scale=_MMACTION2[2],
+                description=description,
+            )
+            for name, mode, description in (
+                ("mmaction2", "embedded_gaussian", "mmaction2 I3D R50 (its NL configs: embedded_gaussian)"),
+                ("mmaction2_dot_product", "dot_product", "mmaction2 I3D NL, non_local_cfg mode='dot_product'"),
+                ("mmaction2_gaussian", "gaussian", "mmaction2 I3D NL, non_local_cfg mode='gaussian'"),
+            )
         ),
         BackboneSource(
             "video_nonlocal_net",

@@ -105,6 +105,11 @@ def find_videos(paths: Sequence[str | Path]) -> list[VideoEntry]:
             entries.extend(found)
         else:
             raise DataError(f"{path}: no such video file or folder")
+    return check_unique_ids(entries)
+
+
+def check_unique_ids(entries: list[VideoEntry]) -> list[VideoEntry]:
+    """``entries``, unless two share a video id (a DataError naming both paths)."""
     seen: dict[str, Path] = {}
     for e in entries:
         if e.video_id in seen:
