@@ -124,6 +124,9 @@ class TrainConfig:
     log_period: int = 20  # iterations between metrics.jsonl / TensorBoard records
     eval_period: int = 0  # iterations between evaluations on the val split; 0: at the end only
     grad_clip: Optional[float] = None  # max gradient norm (not in the paper)
+    # region variants: random shifts / dropped proposals in training (not in the paper; data/box_augment.py)
+    box_jitter: float = 0.0
+    box_drop: float = 0.0
     # stage graph: compute the frozen backbone's output once (small data; engine/feature_cache.py)
     cache_features: bool = False
     cache_dir: Optional[str] = None  # with cache_features: save the cache here and reuse it across runs

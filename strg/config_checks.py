@@ -39,6 +39,10 @@ def _check_train(t, source: str) -> None:
         bad("warmup_factor", "must be in [0, 1] (the lr factor warmup starts from)")
     if t.grad_clip is not None and not t.grad_clip > 0:
         bad("grad_clip", "must be positive (a maximum gradient norm) or null")
+    if t.box_jitter < 0:
+        bad("box_jitter", "must be >= 0 (the standard deviation of the box shifts, in box sizes)")
+    if not 0.0 <= t.box_drop < 1.0:
+        bad("box_drop", "must be in [0, 1) (the probability of dropping a proposal)")
     if t.seed < 0:
         bad("seed", "must be >= 0")
     if not _DEVICE.match(str(t.device)):

@@ -104,4 +104,30 @@ def test_info_counts_the_geometry_flops(capsys):
     geo = count_complexity("joint_gcn_r50", frames=8, size=64, boxes_per_frame=4, box_geometry=True)
     # MLP 16 -> 512 -> 512 on 4 feature frames x 4 boxes: (16 * 512 + 512 * 512) MACs per node
     assert geo.gmac - plain.gmac == pytest.approx(4 * 4 * (16 * 512 + 512 * 512) / 1e9, rel=1e-6)
-    assert geo.params - plain.params == 16 * 512 + 512 + 512 * 512 + 512
+    # and the input BatchNorm's scale and shift (16 + 16)
+    assert geo.params - plain.params == 16 * 512 + 512 + 512 * 512 + 512 + 2 * 16
+
+
+def test_masked_batchnorm_is_batchnorm_over_the_real_nodes():
+    """Reference: torch's BatchNorm1d on the real nodes alone (training and running statistics)."""
+    from strg.models.geometry import MaskedBatchNorm
+
+    g = torch.Generator().manual_seed(0)
+    ours, ref = MaskedBatchNorm(5), torch.nn.BatchNorm1d(5)
+    with torch.no_grad():
+        ours.weight.copy_(torch.rand(5, generator=g) + 0.5)
+        ours.bias.copy_(torch.randn(5, generator=g))
+        ref.weight.copy_(ours.weight)
+        ref.bias.copy_(ours.bias)
+    for _ in range(3):
+        x = torch.randn(2, 4, 3, 5, generator=g) * 3 + 1
+        mask = torch.rand(2, 4, 3, generator=g) > 0.4
+        x_padded = x.masked_fill(~mask[..., None], 0.0)  # padding must not enter the statistics
+        out = ours(x_padded, mask)
+        torch.testing.assert_close(out[mask], ref(x[mask]))
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    ours.eval()
+    ref.eval()
+    x = torch.randn(1, 2, 3, 5, generator=g)
+    torch.testing.assert_close(ours(x, torch.ones(1, 2, 3, dtype=torch.bool)), ref(x.reshape(-1, 5)).reshape(x.shape))

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from strg.data.box_augment import augment_boxes
 from strg.engine import distributed as dist_lib
 from strg.engine.evaluator import autocast_context, forward, pin_batches, to_device
 from strg.engine.sample_keys import KeyedCollate, KeyedItems
@@ -46,9 +47,11 @@ def train_batches(dataset, *, first: int, stop: int, global_batch: int, batch_pe
 class TrainStep:
     """One iteration of ``model`` (possibly DDP-wrapped; ``bare`` is the model inside)."""
 
-    def __init__(self, model, bare, opt, *, accum: int, loss: str, amp: str, info):
+    def __init__(self, model, bare, opt, *, accum: int, loss: str, amp: str, info, box_jitter: float = 0.0,
+                 box_drop: float = 0.0):
         self.model, self.bare, self.opt, self.info = model, bare, opt, info
         self.accum, self.loss_kind, self.amp = accum, loss, amp
+        self.box_jitter, self.box_drop = box_jitter, box_drop  # strg/data/box_augment.py
         # Modules with every parameter frozen (the I3D part in stage `graph`) stay in eval mode, so
         # that non-frozen BatchNorm does not update their statistics: "we fix the I3D features" (6.1).
         parts = (bare.backbone, getattr(bare, "reduce", None))
@@ -90,9 +93,23 @@ class TrainStep:
                 )
             return sum(p.sum() for p in self.opt.params) * 0.0  # one process: a no-op step
         batch = to_device(batch, self.info.device)
+        if self.bare.uses_boxes and (self.box_jitter or self.box_drop):
+            batch = self._augment_boxes(batch)
         with autocast_context(self.info.device, self.amp):
             logits = forward(self.model, batch, self.bare.uses_boxes)  # (b, C)
         logits = logits.float()
         if self.loss_kind == "bce":  # section 6.1: one sigmoid per class (Charades)
             return F.binary_cross_entropy_with_logits(logits, batch["targets"].float())
         return F.cross_entropy(logits, batch["targets"])  # softmax cross-entropy (Something-Something)
+
+    def _augment_boxes(self, batch: dict) -> dict:
+        """Random box shifts and dropped boxes (train.box_jitter, train.box_drop), keyed to the sample,
+        the same for a clip whether its backbone output is cached or not."""
+        if "features" in batch:  # cached backbone output: its frame is the map's extent in pixels
+            stride = self.bare.backbone.spatial_stride
+            frame = (batch["features"].shape[-2] * stride, batch["features"].shape[-1] * stride)
+        else:
+            frame = tuple(batch["clips"].shape[-2:])
+        boxes, mask = augment_boxes(batch["boxes"], batch["box_mask"].bool(), batch["sample_keys"],
+                                    frame_size=frame, jitter=self.box_jitter, drop=self.box_drop)
+        return {**batch, "boxes": boxes, "box_mask": mask}

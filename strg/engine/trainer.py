@@ -185,7 +185,8 @@ class Run:
                 "classes": list(data.train_set.classes), "multi_label": bool(data.multi_label)}
         train_data = _training_data(cfg, bare, data, info, amp, log)
         return cls(cfg=cfg, model=wrapped, bare=bare, data=data, train_data=train_data, info=info, amp=amp,
-                   step=TrainStep(wrapped, bare, opt, accum=accum, loss=loss, amp=amp, info=info),
+                   step=TrainStep(wrapped, bare, opt, accum=accum, loss=loss, amp=amp, info=info,
+                                  box_jitter=t.box_jitter, box_drop=t.box_drop),
                    checkpoints=ckpt_lib.RunCheckpoints(run_dir, bare, opt, info=info, keep=t.keep_checkpoints,
                                                        meta=meta),
                    meter=TrainMeter(log, start=start, batch_size=t.batch_size, device=device), log=log, run_dir=run_dir)

@@ -6,10 +6,12 @@ box, and only through the receptive field where the box is. Box-based successors
 ``build_model(..., box_geometry=True)`` every region variant adds to each node's RoIAlign feature
 an embedding of its box geometry (Table 2a's rows are built without it):
 
-    x_i <- x_i + MLP(geo_i),   MLP = Linear(16, d) -> ReLU -> Linear(d, d)
+    x_i <- x_i + MLP(BN(geo_i)),   MLP = Linear(16, d) -> ReLU -> Linear(d, d)
 
-with ``geo_i`` (16 numbers) for box i = (x1, y1, x2, y2) of feature frame t, on a frame of
-W x H input pixels:
+BN standardises each of the 16 numbers over the real nodes of the batch (:class:`MaskedBatchNorm`;
+an open choice, measured in docs/model.md: without it the embedding stays at its initial scale,
+far below the RoIAlign feature's spread, and adds nothing). ``geo_i`` holds 16 numbers for
+box i = (x1, y1, x2, y2) of feature frame t, on a frame of W x H input pixels:
 
 * position and size: x1 / W, y1 / H, x2 / W, y2 / H, w / W, h / H (w = x2 - x1, h = y2 - y1);
 * motion to the next feature frame: the **matched box** j of box i is the box of frame t + 1 with
@@ -104,19 +106,65 @@ def box_geometry(boxes: Tensor, mask: Tensor, frame_size: tuple[float, float]) -
     return geo * mask[..., None].to(geo.dtype)
 
 
+class MaskedBatchNorm(nn.Module):
+    """BatchNorm of node features over the real nodes of a batch (padding left out).
+
+    x (Tensor[..., C]), mask (Tensor[...] bool) -> Tensor[..., C]: in training, standardised with
+    the mean and (biased) variance of the real nodes and an affine map, the running statistics
+    updated with ``momentum`` (unbiased variance, as ``nn.BatchNorm1d``); in evaluation, with the
+    running statistics. Written with masked sums, not boolean indexing, so that shapes do not
+    depend on the data (``torch.compile``, meta tensors).
+    """
+
+    def __init__(self, channels: int, *, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        if self.training:
+            m = mask[..., None].to(x.dtype)
+            dims = tuple(range(x.dim() - 1))
+            n = m.sum(dims).clamp(min=1)  # (1,)
+            mean = (x * m).sum(dims) / n  # (C,)
+            var = ((x - mean) ** 2 * m).sum(dims) / n
+            with torch.no_grad():
+                unbiased = var * n / (n - 1).clamp(min=1)
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(unbiased.detach(), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
 class BoxGeometryEmbedding(nn.Module):
     """MLP(geo) for every node, to be added to its RoIAlign feature (module docstring).
+
+    Args:
+        dim: d, the node feature size.
+        hidden: the MLP's hidden size (default d).
+        input_norm: standardise the 16 numbers with a BatchNorm over the real nodes of the batch
+            (:class:`MaskedBatchNorm`) before the MLP. They have very different ranges
+            (positions in [0, 1], deltas around 0, flags 0 / 1), and a default-initialised MLP
+            on them gives an embedding whose spread over nodes is far smaller than the RoIAlign
+            feature's (docs/model.md, "Box geometry").
 
     forward: boxes (Tensor[B, T, K, 4]), mask (Tensor[B, T, K] bool), frame_size (H, W) in input
     pixels -> Tensor[B, T, K, d] (zeros for padded boxes).
     """
 
-    def __init__(self, dim: int, *, hidden: int | None = None):
+    def __init__(self, dim: int, *, hidden: int | None = None, input_norm: bool = True):
         super().__init__()
         hidden = hidden or dim
+        self.norm = MaskedBatchNorm(GEOMETRY_FEATURES) if input_norm else None
         self.mlp = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
 
     def forward(self, boxes: Tensor, mask: Tensor, frame_size: tuple[float, float]) -> Tensor:
-        geo = box_geometry(boxes, mask, frame_size)
-        out = self.mlp(geo.to(self.mlp[0].weight.dtype))
+        geo = box_geometry(boxes, mask, frame_size).to(self.mlp[0].weight.dtype)  # (B, T, K, 16)
+        if self.norm is not None:
+            geo = self.norm(geo, mask)
+        out = self.mlp(geo)
         return out * mask[..., None].to(out.dtype)
