@@ -65,7 +65,7 @@ class Preset:
 PRESETS = {
     # dim: the paper reduces 2048 -> 512 (4x); the demo's res5 has 32 * width = 256 channels -> 64
     "default": Preset(num_videos=3000, frames=16, size=64, width=8, stage_blocks=(1, 1, 1, 1), dim=64,
-                      gcn_layers=3, max_boxes=8, backbone_iters=1700, graph_iters=2000, joint_iters=0,
+                      gcn_layers=3, max_boxes=8, backbone_iters=1200, graph_iters=2000, joint_iters=0,
                       batch_size=16, base_lr=0.02, num_workers=1),
     "quick": Preset(num_videos=300, frames=16, size=48, width=4, stage_blocks=(1, 1, 1, 1), dim=16,
                     gcn_layers=2, max_boxes=6, backbone_iters=40, graph_iters=15, joint_iters=10,

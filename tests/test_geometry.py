@@ -104,8 +104,8 @@ def test_info_counts_the_geometry_flops(capsys):
     geo = count_complexity("joint_gcn_r50", frames=8, size=64, boxes_per_frame=4, box_geometry=True)
     # MLP 16 -> 512 -> 512 on 4 feature frames x 4 boxes: (16 * 512 + 512 * 512) MACs per node
     assert geo.gmac - plain.gmac == pytest.approx(4 * 4 * (16 * 512 + 512 * 512) / 1e9, rel=1e-6)
-    # and the input BatchNorm's scale and shift (16 + 16)
-    assert geo.params - plain.params == 16 * 512 + 512 + 512 * 512 + 512 + 2 * 16
+    # and the scales and shifts of the input BatchNorm (16 + 16) and of the output LayerNorm (512 + 512)
+    assert geo.params - plain.params == 16 * 512 + 512 + 512 * 512 + 512 + 2 * 16 + 2 * 512
 
 
 def test_masked_batchnorm_is_batchnorm_over_the_real_nodes():

@@ -42,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
         v = yaml.safe_load(value)
         overrides[key.strip()] = tuple(v) if isinstance(v, list) else v
     workers = overrides.get("num_workers", PRESETS["quick" if args.quick else "default"].num_workers)
-    apply_thread_policy(args.threads, workers=workers if isinstance(workers, int) else 0,
+    # The demo's loader workers decode 64-px clips, about a fifth of a core each (2.7 ms per clip
+    # against about 13 ms of training compute), so they count as workers // 5 cores: on a quiet
+    # 2-core machine the I3D then trains with 2 threads at 76-80 clips/s, not 1 at 53-63 (docs/demo.md).
+    workers = workers if isinstance(workers, int) else 0
+    apply_thread_policy(args.threads, workers=workers // 5,
                         say=lambda text: print(f"strg demo: {text}", file=sys.stderr))
     seeds = args.seed or [0]
     kwargs = {"quick": args.quick, "variant": args.variant, "overrides": overrides, "reuse": args.reuse}

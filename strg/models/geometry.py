@@ -6,11 +6,12 @@ box, and only through the receptive field where the box is. Box-based successors
 ``build_model(..., box_geometry=True)`` every region variant adds to each node's RoIAlign feature
 an embedding of its box geometry (Table 2a's rows are built without it):
 
-    x_i <- x_i + MLP(BN(geo_i)),   MLP = Linear(16, d) -> ReLU -> Linear(d, d)
+    x_i <- x_i + LN(MLP(BN(geo_i))),   MLP = Linear(16, d) -> ReLU -> Linear(d, d)
 
-BN standardises each of the 16 numbers over the real nodes of the batch (:class:`MaskedBatchNorm`;
-an open choice, measured in docs/model.md: without it the embedding stays at its initial scale,
-far below the RoIAlign feature's spread, and adds nothing). ``geo_i`` holds 16 numbers for
+BN standardises each of the 16 numbers over the real nodes of the batch (:class:`MaskedBatchNorm`)
+and LN is a LayerNorm over the d channels of the embedding. Both are open choices, measured in
+docs/model.md: without them the embedding stays near its small initial scale, far below the
+RoIAlign feature's spread over the nodes, and adds nothing. ``geo_i`` holds 16 numbers for
 box i = (x1, y1, x2, y2) of feature frame t, on a frame of W x H input pixels:
 
 * position and size: x1 / W, y1 / H, x2 / W, y2 / H, w / W, h / H (w = x2 - x1, h = y2 - y1);
@@ -151,20 +152,26 @@ class BoxGeometryEmbedding(nn.Module):
             (positions in [0, 1], deltas around 0, flags 0 / 1), and a default-initialised MLP
             on them gives an embedding whose spread over nodes is far smaller than the RoIAlign
             feature's (docs/model.md, "Box geometry").
+        output_norm: a LayerNorm on the embedding (unit spread over its d channels, whatever
+            the MLP's weights' scale), so that it enters the node at the scale of the RoIAlign
+            feature instead of growing there slowly from a small initial one.
 
     forward: boxes (Tensor[B, T, K, 4]), mask (Tensor[B, T, K] bool), frame_size (H, W) in input
     pixels -> Tensor[B, T, K, d] (zeros for padded boxes).
     """
 
-    def __init__(self, dim: int, *, hidden: int | None = None, input_norm: bool = True):
+    def __init__(self, dim: int, *, hidden: int | None = None, input_norm: bool = True, output_norm: bool = True):
         super().__init__()
         hidden = hidden or dim
         self.norm = MaskedBatchNorm(GEOMETRY_FEATURES) if input_norm else None
         self.mlp = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+        self.out_norm = nn.LayerNorm(dim) if output_norm else None
 
     def forward(self, boxes: Tensor, mask: Tensor, frame_size: tuple[float, float]) -> Tensor:
         geo = box_geometry(boxes, mask, frame_size).to(self.mlp[0].weight.dtype)  # (B, T, K, 16)
         if self.norm is not None:
             geo = self.norm(geo, mask)
-        out = self.mlp(geo)
+        out = self.mlp(geo)  # (B, T, K, d)
+        if self.out_norm is not None:
+            out = self.out_norm(out)
         return out * mask[..., None].to(out.dtype)
