@@ -195,7 +195,8 @@ def _resolve_preset(quick: bool, overrides: dict | None) -> Preset:
 
 def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, seed: int = 0,
              variant: str = "something", data_dir: str | os.PathLike | None = None,
-             progress: bool = True, overrides: dict | None = None, reuse: bool = False) -> dict:
+             progress: bool = True, overrides: dict | None = None, reuse: bool = False,
+             jobs: int | None = None) -> dict:
     """Generate data if needed, train and evaluate the Table 2a variants (and the "+ box
     geometry" rows), write the report.
 
@@ -209,6 +210,10 @@ def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, s
         reuse: keep a run whose folder holds a finished run of the same config (its config.yaml,
             final checkpoint and evaluation), e.g. to add rows to a report without training the
             I3D again; its seconds are those it took then.
+        jobs: how many runs may train at once, each in its own process with one thread, once the
+            I3D is trained (default: torch's number of threads; 1: one after the other, each with
+            torch's threads). A run's numbers depend on its thread count only through the order
+            of floating-point sums.
 
     Returns:
         ``{"rows": [{"name", "label", "top1", "top5" | "mAP", ...}], "margins", "seconds", ...}``.
@@ -233,7 +238,7 @@ def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, s
 
     plan = _plan(preset)
     results = _run_plan(plan, preset, data_root=data_root, runs_dir=out / "runs", variant=variant, seed=seed,
-                        t_start=t_start, reuse=reuse, progress=progress, say=say)
+                        t_start=t_start, reuse=reuse, progress=progress, say=say, jobs=_jobs(jobs))
     report = _make_report(plan, preset, results, runs_dir=out / "runs", data_root=data_root, variant=variant, seed=seed)
     report.update({"data_seconds": round(t_data, 1), "seconds": round(time.time() - t_start, 1)})
     _write_outputs(out, report, plan)
@@ -242,16 +247,26 @@ def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, s
     return report
 
 
-def _run_plan(plan: list[dict], preset: Preset, *, data_root: Path, runs_dir: Path, variant: str, seed: int,
-              t_start: float, reuse: bool, progress: bool, say) -> dict:
-    """Train and evaluate every run of the plan in order; returns ``{run name: final metrics}``."""
-    from strg.engine import train
+def _jobs(jobs: int | None) -> int:
+    if jobs is None:
+        import torch
 
+        return torch.get_num_threads()
+    if jobs < 1:
+        raise ConfigError(f"demo: jobs must be >= 1, got {jobs}")
+    return jobs
+
+
+def _run_plan(plan: list[dict], preset: Preset, *, data_root: Path, runs_dir: Path, variant: str, seed: int,
+              t_start: float, reuse: bool, progress: bool, say, jobs: int = 1) -> dict:
+    """Train and evaluate every run of the plan; returns ``{run name: final metrics}`` in plan order.
+
+    With ``jobs`` > 1 the runs that only wait for finished ones go ``jobs`` at a time, each in its
+    own process with one thread (:func:`_phases`); otherwise one after the other in plan order."""
     cache_dir = runs_dir / "i3d" / "feature_cache"  # the frozen I3D's output, for the graph runs
     for run in plan:
         run["cached"] = run["stage"] == "graph" and variant != "charades"
-    rate: dict[tuple[str, bool], float] = {}  # measured seconds per iteration of each stage, I3D or not
-    results = {}
+    results, todo = {}, []
     for k, run in enumerate(plan):
         run_dir = runs_dir / run["name"]
         cfg = run_config(preset, run["head"], data_root=str(data_root), variant=variant, seed=seed,
@@ -266,19 +281,91 @@ def _run_plan(plan: list[dict], preset: Preset, *, data_root: Path, runs_dir: Pa
             continue
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        left = ""
-        if rate:  # time left from the measured speeds (per stage, I3D or region head)
-            left = f", about {_fmt_time(sum(r['iters'] * _guess_rate(rate, r) for r in plan[k:]))} left"
-        say(f"\n[{k + 1}/{len(plan)}] {run['name']}: stage {run['stage']}, {run['iters']} iterations"
-            f"{' from ' + run['init'] if run['init'] else ''} (elapsed {_fmt_time(time.time() - t_start)}{left})")
-        t0 = time.time()
-        final = train(cfg, run_dir=run_dir)
-        rate[_rate_key(run)] = (time.time() - t0) / max(1, run["iters"])
-        results[run["name"]] = {**{k2: v for k2, v in final.items() if k2 not in ("checkpoint", "run_dir")},
-                                "seconds": round(time.time() - t0, 1), "stage": run["stage"]}
-        _write(run_dir / "demo_result.json", json.dumps(results[run["name"]]) + "\n")
+        todo.append({"k": k, "run": run, "cfg": cfg, "dir": run_dir})
+    rate: dict[tuple[str, bool], float] = {}  # measured seconds per iteration of each stage, I3D or not
+    for phase in _phases(todo, jobs):
+        if len(phase) == 1:
+            item = phase[0]
+            left = ""
+            if rate:  # time left from the measured speeds (per stage, I3D or region head)
+                rest = [it["run"] for it in todo if it["run"]["name"] not in results]
+                left = f", about {_fmt_time(sum(r['iters'] * _guess_rate(rate, r) for r in rest) / jobs)} left"
+            say(_start_line(item, len(plan), t_start, left))
+            result = _train_run(item["cfg"], str(item["dir"]))
+            rate[_rate_key(item["run"])] = result["seconds"] / max(1, item["run"]["iters"])
+            _finish(item, result, results)
+        else:
+            _run_parallel(phase, jobs, results, len(plan), t_start, say)
     shutil.rmtree(cache_dir, ignore_errors=True)  # hundreds of MB, only needed by the graph runs
-    return results
+    return {run["name"]: results[run["name"]] for run in plan}
+
+
+def _phases(todo: list[dict], jobs: int) -> list[list[dict]]:
+    """The runs to train, in groups: a group of one runs in this process with its threads; a larger
+    group runs ``jobs`` at a time, a process and one thread each (torch's sums in another order
+    than with more threads: the same ``--threads`` gives the same table).
+
+    One after the other when ``jobs`` is 1. Otherwise: the backbone runs alone; then one cached
+    graph run alone (it computes the feature cache that the others read: the plan's last one,
+    the slowest head, so that the parallel ones are the shorter); then every other run whose
+    init is the I3D (the graph runs, ``i3d_joint``); then the region variants' joint runs."""
+    if jobs <= 1 or len(todo) <= 1:
+        return [[item] for item in todo]
+    backbone = [item for item in todo if item["run"]["stage"] == "backbone"]
+    cached = [item for item in todo if item["run"].get("cached")]
+    builder = cached[-1:] if cached else []
+    from_i3d = [item for item in todo if item["run"]["init"] == "i3d" and item not in builder]
+    rest = [item for item in todo if item not in backbone + builder + from_i3d]
+    return [[item] for item in backbone + builder] + [group for group in (from_i3d, rest) if group]
+
+
+def _start_line(item: dict, total: int, t_start: float, extra: str = "") -> str:
+    run = item["run"]
+    return (f"\n[{item['k'] + 1}/{total}] {run['name']}: stage {run['stage']}, {run['iters']} iterations"
+            f"{' from ' + run['init'] if run['init'] else ''} (elapsed {_fmt_time(time.time() - t_start)}{extra})")
+
+
+def _train_run(cfg: dict, run_dir: str, threads: int | None = None) -> dict:
+    """Train one run (in this process, or in a worker process of :func:`_run_parallel` with
+    ``threads`` torch threads); its final metrics and seconds."""
+    import torch
+
+    from strg.engine import train
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    final = train(cfg, run_dir=Path(run_dir))
+    return {**{k: v for k, v in final.items() if k not in ("checkpoint", "run_dir")},
+            "seconds": round(time.time() - t0, 1)}
+
+
+def _finish(item: dict, result: dict, results: dict) -> None:
+    results[item["run"]["name"]] = {**result, "stage": item["run"]["stage"]}
+    _write(item["dir"] / "demo_result.json", json.dumps(results[item["run"]["name"]]) + "\n")
+
+
+def _run_parallel(group: list[dict], jobs: int, results: dict, total: int, t_start: float, say) -> None:
+    """The runs of ``group``, ``jobs`` at a time, each in a fresh process (spawned: forking a
+    process whose OpenMP threads have run can hang) with one torch thread and no progress bar."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    say(f"\n{len(group)} runs, {min(jobs, len(group))} at a time (a process and one thread each; "
+        f"elapsed {_fmt_time(time.time() - t_start)}):")
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(group)), mp_context=spawn) as pool:
+        futures = {}
+        for item in group:
+            cfg = {**item["cfg"], "train": {**item["cfg"]["train"], "progress": False}}
+            futures[pool.submit(_train_run, cfg, str(item["dir"]), 1)] = item
+        for future in as_completed(futures):
+            item = futures[future]
+            result = future.result()
+            _finish(item, result, results)
+            metric = f"top-1 {100 * result['top1']:.1f}" if "top1" in result else f"mAP {100 * result['mAP']:.1f}"
+            say(f"[{item['k'] + 1}/{total}] {item['run']['name']}: {metric}, {_fmt_time(result['seconds'])} "
+                f"(elapsed {_fmt_time(time.time() - t_start)})")
 
 
 def _finished_run(run_dir: Path, cfg: dict) -> dict | None:

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the runs of OUT that finished with the same config (e.g. the I3D), train the others")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a preset value, e.g. --set backbone_iters=1000 (see strg/demo.py PRESETS)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="runs that may train at once once the I3D is trained, each in its own process with one "
+                             "thread (default: the number of threads; 1: one after the other)")
     add_threads_argument(parser)
 
 
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     apply_thread_policy(args.threads, workers=workers // 5,
                         say=lambda text: print(f"strg demo: {text}", file=sys.stderr))
     seeds = args.seed or [0]
-    kwargs = {"quick": args.quick, "variant": args.variant, "overrides": overrides, "reuse": args.reuse}
+    kwargs = {"quick": args.quick, "variant": args.variant, "overrides": overrides, "reuse": args.reuse,
+              "jobs": args.jobs}
     if len(seeds) > 1:
         if args.data_dir is not None:
             raise ConfigError("demo: --data-dir takes one seed's data; with several --seed each makes its own")
