@@ -454,8 +454,9 @@ def summarize(reports: list[dict]) -> dict:
     return {"seeds": [rep["seed"] for rep in reports], "variant": reports[0]["variant"], "rows": rows,
             "margins": combine_margins([rep["margins"] for rep in reports]) if not multi else None,
             "per_class": per_class, "preset": reports[0]["preset"],
-            # the runs' own training and evaluation time (a reused run counts the time it took then)
-            "seconds": [round(sum(r["seconds"] for r in rep["runs"].values()), 1) for rep in reports]}
+            # each seed's wall time, data included (runs train in parallel: their own times overlap;
+            # a run kept by --reuse takes no time)
+            "seconds": [rep["seconds"] for rep in reports]}
 
 
 def _summary_md(summary: dict) -> str:
@@ -472,7 +473,7 @@ def _summary_md(summary: dict) -> str:
         text += (f"## Per class (validation top-1, %, mean over the seeds)\n\n"
                  f"{format_per_class(summary['per_class'], summary['rows'])}\n\n"
                  "![per-class accuracy](per_class.png)\n\n")
-    return text + "Each seed's report: `seed-<s>/report.md`. Time of the runs (training and evaluation) per seed: " + \
+    return text + "Each seed's report: `seed-<s>/report.md`. Wall time per seed, data included: " + \
         ", ".join(_fmt_time(t) for t in summary["seconds"]) + ".\n"
 
 
