@@ -221,6 +221,7 @@ def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, s
     from strg.synth import generate_dataset
 
     preset = _resolve_preset(quick, overrides)
+    jobs = _jobs(jobs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -238,7 +239,7 @@ def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, s
 
     plan = _plan(preset)
     results = _run_plan(plan, preset, data_root=data_root, runs_dir=out / "runs", variant=variant, seed=seed,
-                        t_start=t_start, reuse=reuse, progress=progress, say=say, jobs=_jobs(jobs))
+                        t_start=t_start, reuse=reuse, progress=progress, say=say, jobs=jobs)
     report = _make_report(plan, preset, results, runs_dir=out / "runs", data_root=data_root, variant=variant, seed=seed)
     report.update({"data_seconds": round(t_data, 1), "seconds": round(time.time() - t_start, 1)})
     _write_outputs(out, report, plan)
@@ -274,7 +275,9 @@ def _run_plan(plan: list[dict], preset: Preset, *, data_root: Path, runs_dir: Pa
                          iterations=run["iters"], lr_scale=0.1 if run["stage"] == "joint" else 1.0,
                          cache_dir=str(cache_dir), geometry=run.get("geometry", False))
         cfg["train"]["progress"] = progress
-        kept = _finished_run(run_dir, cfg) if reuse else None
+        # a run is kept only if its init run was kept too (not trained again with other settings)
+        init_kept = run["init"] is None or results.get(run["init"], {}).get("reused", False)
+        kept = _finished_run(run_dir, cfg) if reuse and init_kept else None
         if kept is not None:
             say(f"\n[{k + 1}/{len(plan)}] {run['name']}: kept from {run_dir} (same config, finished)")
             results[run["name"]] = {**kept, "stage": run["stage"], "reused": True}
@@ -287,9 +290,9 @@ def _run_plan(plan: list[dict], preset: Preset, *, data_root: Path, runs_dir: Pa
         if len(phase) == 1:
             item = phase[0]
             left = ""
-            if rate:  # time left from the measured speeds (per stage, I3D or region head)
+            if rate and jobs == 1:  # time left from the measured speeds (per stage, I3D or region head)
                 rest = [it["run"] for it in todo if it["run"]["name"] not in results]
-                left = f", about {_fmt_time(sum(r['iters'] * _guess_rate(rate, r) for r in rest) / jobs)} left"
+                left = f", about {_fmt_time(sum(r['iters'] * _guess_rate(rate, r) for r in rest))} left"
             say(_start_line(item, len(plan), t_start, left))
             result = _train_run(item["cfg"], str(item["dir"]))
             rate[_rate_key(item["run"])] = result["seconds"] / max(1, item["run"]["iters"])
@@ -359,13 +362,28 @@ def _run_parallel(group: list[dict], jobs: int, results: dict, total: int, t_sta
         for item in group:
             cfg = {**item["cfg"], "train": {**item["cfg"]["train"], "progress": False}}
             futures[pool.submit(_train_run, cfg, str(item["dir"]), 1)] = item
-        for future in as_completed(futures):
-            item = futures[future]
-            result = future.result()
-            _finish(item, result, results)
-            metric = f"top-1 {100 * result['top1']:.1f}" if "top1" in result else f"mAP {100 * result['mAP']:.1f}"
-            say(f"[{item['k'] + 1}/{total}] {item['run']['name']}: {metric}, {_fmt_time(result['seconds'])} "
-                f"(elapsed {_fmt_time(time.time() - t_start)})")
+        error = None
+        try:
+            for future in as_completed(futures):
+                item = futures[future]
+                if future.cancelled():
+                    continue
+                if future.exception() is not None:  # keep the runs that finish; start no other
+                    error = error or future.exception()
+                    for other in futures:
+                        other.cancel()
+                    continue
+                result = future.result()
+                _finish(item, result, results)
+                metric = f"top-1 {100 * result['top1']:.1f}" if "top1" in result else f"mAP {100 * result['mAP']:.1f}"
+                say(f"[{item['k'] + 1}/{total}] {item['run']['name']}: {metric}, {_fmt_time(result['seconds'])} "
+                    f"(elapsed {_fmt_time(time.time() - t_start)})")
+        except KeyboardInterrupt:  # the running children got it too; the queued ones must not start
+            for future in futures:
+                future.cancel()
+            raise
+    if error is not None:
+        raise error
 
 
 def _finished_run(run_dir: Path, cfg: dict) -> dict | None:

@@ -14,7 +14,8 @@ from strg.demo import PRESETS, ROWS, format_table, run_config, table_rows
 def test_quick_demo_produces_the_table(tmp_path, capsys):
     from strg.cli import main
 
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--seed", "0"]) == 0
+    # --jobs 2: after the I3D, runs train two at a time in their own processes
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--seed", "0", "--jobs", "2"]) == 0
     out = capsys.readouterr().out
     table = out[out.index("| model | top-1 | top-5 |"):]
     for _, label in table_rows(PRESETS["quick"]):  # Table 2a's rows, then "+ box geometry", two percentages each
@@ -64,13 +65,14 @@ def test_quick_demo_produces_the_table(tmp_path, capsys):
     assert "stage joint" in st_log and "runs/st_gcn_graph" in st_log
     assert report["rows"][0]["run"] == "i3d_joint" and report["rows"][4]["run"] == "joint_gcn"
     assert report["rows"][-1]["run"] == "joint_gcn_geo"
-    # the graph runs train on the frozen I3D's output: computed by the first, loaded by the others,
-    # deleted at the end
+    # the graph runs train on the frozen I3D's output: computed by one (alone, before the others
+    # start), loaded by the others, deleted at the end
     logs = [(runs / f"{h}_graph" / "log.txt").read_text()
             for h in ("proposal_avgpool", "st_gcn", "sim_gcn", "joint_gcn", "proposal_avgpool_geo", "joint_gcn_geo")]
-    assert "training clips, (" in logs[0] and "saved to" in logs[0]
+    built = [lg for lg in logs if "training clips, (" in lg and "saved to" in lg]
+    assert built == [logs[-1]]  # the plan's last graph run, the slowest head
     assert all("train.cache_features: the backbone's output of" in lg and "from " in lg.split("train.cache_features")[1]
-               for lg in logs[1:])
+               for lg in logs[:-1])
     assert not (runs / "i3d" / "feature_cache").exists()
     joint = PRESETS["quick"].joint_iters
     assert report["runs"]["i3d_joint"]["iteration"] == report["runs"]["joint_gcn"]["iteration"] == joint
@@ -93,12 +95,15 @@ def test_run_config_is_a_valid_engine_config(tmp_path):
         assert resolved.train.stage == cfg["train"]["stage"]
 
 
-def test_unknown_preset_key_is_refused(tmp_path):
+def test_unknown_preset_key_and_bad_jobs_are_refused(tmp_path):
     from strg.demo import run_demo
     from strg.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown preset keys"):
         run_demo(tmp_path, quick=True, overrides={"iterations": 3}, progress=False)
+    with pytest.raises(ConfigError, match="jobs must be >= 1"):
+        run_demo(tmp_path / "j", quick=True, progress=False, jobs=0)
+    assert not (tmp_path / "j" / "data").exists()  # refused before any data is written
 
 
 def test_same_seed_same_table(tmp_path, one_thread):
@@ -120,6 +125,10 @@ def test_same_seed_same_table(tmp_path, one_thread):
     d = run_demo(tmp_path / "a", quick=True, seed=5, data_dir=data, overrides={**tiny, "graph_iters": 3},
                  progress=False, reuse=True)
     assert d["runs"]["i3d"].get("reused") and not d["runs"]["joint_gcn_graph"].get("reused")
+    # the I3D trained again: every run that starts from it is trained again too
+    e = run_demo(tmp_path / "a", quick=True, seed=5, data_dir=data, overrides={**tiny, "backbone_iters": 4},
+                 progress=False, reuse=True, jobs=1)
+    assert not any(run.get("reused") for run in e["runs"].values())
 
 
 def test_plan_and_table_rows():

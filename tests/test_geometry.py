@@ -131,3 +131,16 @@ def test_masked_batchnorm_is_batchnorm_over_the_real_nodes():
     ref.eval()
     x = torch.randn(1, 2, 3, 5, generator=g)
     torch.testing.assert_close(ours(x, torch.ones(1, 2, 3, dtype=torch.bool)), ref(x.reshape(-1, 5)).reshape(x.shape))
+
+
+def test_masked_batchnorm_keeps_its_statistics_without_two_real_nodes():
+    from strg.models.geometry import MaskedBatchNorm
+
+    bn = MaskedBatchNorm(3)
+    x = torch.randn(2, 4, 3)
+    for real in (0, 1):  # no real node, then one: nothing to estimate a variance from
+        mask = torch.zeros(2, 4, dtype=torch.bool)
+        mask.view(-1)[:real] = True
+        out = bn(x, mask)
+        assert torch.isfinite(out).all()
+    assert torch.equal(bn.running_mean, torch.zeros(3)) and torch.equal(bn.running_var, torch.ones(3))

@@ -112,9 +112,10 @@ class MaskedBatchNorm(nn.Module):
 
     x (Tensor[..., C]), mask (Tensor[...] bool) -> Tensor[..., C]: in training, standardised with
     the mean and (biased) variance of the real nodes and an affine map, the running statistics
-    updated with ``momentum`` (unbiased variance, as ``nn.BatchNorm1d``); in evaluation, with the
-    running statistics. Written with masked sums, not boolean indexing, so that shapes do not
-    depend on the data (``torch.compile``, meta tensors).
+    updated with ``momentum`` (unbiased variance, as ``nn.BatchNorm1d``; not by a batch of fewer
+    than two real nodes); in evaluation, with the running statistics. Statistics in fp32. Written
+    with masked sums, not boolean indexing, so that shapes do not depend on the data
+    (``torch.compile``, meta tensors).
     """
 
     def __init__(self, channels: int, *, momentum: float = 0.1, eps: float = 1e-5):
@@ -127,18 +128,21 @@ class MaskedBatchNorm(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         if self.training:
-            m = mask[..., None].to(x.dtype)
+            xf, m = x.float(), mask[..., None].float()  # statistics in fp32 whatever the input's dtype
             dims = tuple(range(x.dim() - 1))
-            n = m.sum(dims).clamp(min=1)  # (1,)
-            mean = (x * m).sum(dims) / n  # (C,)
-            var = ((x - mean) ** 2 * m).sum(dims) / n
-            with torch.no_grad():
+            count = m.sum(dims)  # (1,)
+            n = count.clamp(min=1)
+            mean = (xf * m).sum(dims) / n  # (C,)
+            var = ((xf - mean) ** 2 * m).sum(dims) / n
+            with torch.no_grad():  # a batch of fewer than two real nodes leaves the running statistics
+                step = self.momentum * (count > 1).float()
                 unbiased = var * n / (n - 1).clamp(min=1)
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(unbiased.detach(), self.momentum)
+                self.running_mean.lerp_(mean, step)
+                self.running_var.lerp_(unbiased, step)
         else:
             mean, var = self.running_mean, self.running_var
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        out = (x.float() - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        return out.to(x.dtype)
 
 
 class BoxGeometryEmbedding(nn.Module):
