@@ -60,6 +60,9 @@ class Preset:
     base_lr: float
     num_workers: int
     geometry_heads: tuple[str, ...] = ("proposal_avgpool", "joint_gcn")  # the "+ box geometry" rows
+    # the region nodes' boxes: "proposals", the detector-like proposals (the paper's setting: RPN
+    # boxes), or "ground_truth", the Something-Else annotations of the hand and the objects
+    boxes: str = "proposals"
 
 
 PRESETS = {
@@ -71,6 +74,24 @@ PRESETS = {
                     gcn_layers=2, max_boxes=6, backbone_iters=40, graph_iters=15, joint_iters=10,
                     batch_size=8, base_lr=0.01, num_workers=0),
 }
+
+
+#: the store of each choice of boxes in the data folder
+BOX_STORES = {"proposals": "proposals.sqlite", "ground_truth": "ground_truth.sqlite"}
+
+
+def _box_store(data_root: Path, manifest: dict, boxes: str, variant: str) -> None:
+    """With ground-truth boxes: import the dataset's Something-Else annotations into their store
+    (once; the detector-like proposals' store is written by the generator)."""
+    path = data_root / BOX_STORES[boxes]
+    if path.is_file():
+        return
+    from strg.data.something_else import import_something_else
+
+    import_something_else([str(data_root / f) for f in manifest["files"]["box_annotations"]], path,
+                          video_root=str(data_root / manifest["files"]["videos"]),
+                          video_ext=".webm" if variant == "something" else ".mp4",
+                          fps=float(manifest["settings"]["fps"]), progress=False)
 
 
 def table_rows(preset: Preset) -> list[tuple[str, str]]:
@@ -94,7 +115,7 @@ def run_config(preset: Preset, head: str, *, data_root: str, variant: str, seed:
     data = {
         "kind": "charades" if multi else "something_v2",
         "root": data_root,
-        "proposals": os.path.join(data_root, "proposals.sqlite"),
+        "proposals": os.path.join(data_root, BOX_STORES[preset.boxes]),
         "num_frames": preset.frames,
         "stride": 1.0, "stride_unit": "frames",
         # the frames are already small: no rescaling, the crop is the full frame
@@ -186,6 +207,8 @@ def _resolve_preset(quick: bool, overrides: dict | None) -> Preset:
             raise ConfigError(f"demo: unknown preset keys {sorted(unknown)}; "
                               f"known: {sorted(Preset.__dataclass_fields__)}")
         preset = replace(preset, **overrides)
+    if preset.boxes not in BOX_STORES:
+        raise ConfigError(f"demo: boxes must be one of {sorted(BOX_STORES)}, got {preset.boxes!r}")
     known = {head for head, _ in ROWS[1:]}
     if not set(preset.geometry_heads) <= known:
         raise ConfigError(f"demo: geometry_heads must be region rows ({sorted(known)}), "
@@ -233,6 +256,7 @@ def run_demo(out_dir: str | os.PathLike = "strg-demo", *, quick: bool = False, s
     say(f"strg demo: data in {data_root}")
     manifest = generate_dataset(data_root, seed=seed, num_videos=preset.num_videos, frames=frames,
                                 size=preset.size, variant=variant, progress=progress)
+    _box_store(data_root, manifest, preset.boxes, variant)
     t_data = time.time() - t_start
     say(f"strg demo: {manifest['num_train']} training / {manifest['num_val']} validation videos, "
         f"{len(manifest['classes'])} classes ({_fmt_time(t_data)})")

@@ -214,3 +214,28 @@ def test_summary_of_two_seeds(tmp_path):
     assert "| Joint GCN - I3D | +15.0 | 1.4 | +10.0, +20.0 |" in _summary_md(s)
     plot_per_class(s["per_class"], s["rows"], tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 1000
+
+
+def test_ground_truth_boxes(tmp_path, one_thread):
+    """--set boxes=ground_truth: the region runs read the Something-Else annotations (the hand and
+    the template's objects), imported into their own store; other values are refused."""
+    from strg.data.proposals import ProposalStore
+    from strg.demo import run_demo
+    from strg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="boxes must be one of"):
+        run_demo(tmp_path / "bad", quick=True, overrides={"boxes": "gt"}, progress=False)
+    tiny = {"num_videos": 30, "backbone_iters": 2, "graph_iters": 2, "joint_iters": 0, "geometry_heads": [],
+            "boxes": "ground_truth"}
+    run_demo(tmp_path / "gt", quick=True, seed=5, overrides=tiny, progress=False, jobs=1)
+    data = next((tmp_path / "gt" / "data").glob("something-*"))
+    annotations = {}
+    for part in sorted((data / "annotations").glob("*.json")):
+        annotations.update(json.loads(part.read_text()))
+    with ProposalStore(data / "ground_truth.sqlite") as store:
+        assert len(store) == len(annotations) == 30
+        vid = sorted(annotations)[0]
+        first = annotations[vid][0]["labels"]  # the first frame's annotated boxes, in the store's frame 0
+        assert int(store.get(vid)["num_boxes"][0]) == len(first)
+    cfg = (tmp_path / "gt" / "runs" / "joint_gcn_graph" / "config.yaml").read_text()
+    assert str(data / "ground_truth.sqlite") in cfg
