@@ -85,12 +85,17 @@ def test_unreadable_file(tmp_path):
         open_video(p)
 
 
-@pytest.mark.parametrize("ext", ["mp4", "webm"])
-def test_truncated_video(tmp_path, ext):
-    path = write_video(tmp_path / f"v.{ext}", index_frames(60), fps=24)
-    data = open(path, "rb").read()
+def _cut_in_half(tmp_path, ext):
+    """A 60-frame video whose file ends halfway: ``tmp_path / cut.<ext>``."""
+    data = open(write_video(tmp_path / f"v.{ext}", index_frames(60), fps=24), "rb").read()
     cut = tmp_path / f"cut.{ext}"
     cut.write_bytes(data[: len(data) // 2])
+    return cut
+
+
+@pytest.mark.parametrize("ext", ["mp4", "webm"])
+def test_truncated_video(tmp_path, ext):
+    cut = _cut_in_half(tmp_path, ext)
     with pytest.raises(DataError, match=f"cut.{ext}"):
         with open_video(cut) as src:
             src.get_frames(range(src.num_frames))
@@ -155,10 +160,7 @@ def test_torchcodec_matches_pyav(tmp_path, name, h, w, fps):
 @needs_torchcodec
 @pytest.mark.parametrize("ext", ["mp4", "webm"])
 def test_torchcodec_bad_files(tmp_path, ext):
-    path = write_video(tmp_path / f"v.{ext}", index_frames(60), fps=24)
-    data = open(path, "rb").read()
-    cut = tmp_path / f"cut.{ext}"
-    cut.write_bytes(data[: len(data) // 2])
+    cut = _cut_in_half(tmp_path, ext)
     with pytest.raises(DataError, match=f"cut.{ext}"):
         with open_video(cut, backend="torchcodec") as src:
             src.get_frames(range(src.num_frames))
@@ -166,7 +168,8 @@ def test_torchcodec_bad_files(tmp_path, ext):
     junk.write_bytes(os.urandom(2000))
     with pytest.raises(DataError, match=f"junk.{ext}"):
         open_video(junk, backend="torchcodec")
-    with open_video(path, backend="torchcodec") as src, pytest.raises(DataError, match="frame index 60 out of range"):
+    whole = tmp_path / f"v.{ext}"  # the uncut video
+    with open_video(whole, backend="torchcodec") as src, pytest.raises(DataError, match="frame index 60 out of range"):
         src.get_frames([2, 60])
 
 

@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from test_engine_train import Interrupting  # Ctrl-C at the n-th read
+
 from strg.cli import main
 from strg.engine import train
 from strg.engine.checkpoint import list_checkpoints, load_checkpoint
@@ -29,24 +31,6 @@ def tiny(**train_keys):
 
 def snapshot(run):
     return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
-
-
-class StopAt(torch.utils.data.Dataset):
-    """Ctrl-C at the ``at``-th read."""
-
-    def __init__(self, base, at):
-        self.base, self.at, self.reads = base, at, 0
-        self.classes, self.multi_label, self.videos = base.classes, base.multi_label, base.videos
-        self.max_boxes = base.max_boxes
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        self.reads += 1
-        if self.reads == self.at:
-            raise KeyboardInterrupt
-        return self.base[i]
 
 
 def test_complete_run_is_refused_and_left_alone(tmp_path):
@@ -92,7 +76,7 @@ def test_interrupted_run_resumes_with_free_settings_changed(tmp_path):
     ref = train(cfg, run_dir=tmp_path / "ref")
     data = build_dataset("random", split="train", training=True, num_videos=8, num_classes=3, frames=2, size=32)
     with pytest.raises(KeyboardInterrupt):  # 2 reads per iteration: read 7 is in iteration 4
-        train(cfg, run_dir=tmp_path / "cut", train_set=StopAt(data, at=7))
+        train(cfg, run_dir=tmp_path / "cut", train_set=Interrupting(data, at=7))
     saved = (tmp_path / "cut" / "config.yaml").read_text()
     # where it is logged and how data is loaded may change: the run trains the same weights
     free = tiny(iterations=6, log_period=1, keep_checkpoints=5, checkpoint_period=1)
